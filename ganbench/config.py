@@ -1,0 +1,64 @@
+"""One run's fully resolved configuration, and the content hash that names it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+IDENTITY_FIELDS = ("architecture", "loss", "dataset", "seed", "steps", "batch_size", "split",
+                   "params", "versions")
+"""What a run's id is derived from: everything that changes what is trained. Evaluation
+settings, schedules and paths are left out, so re-scoring or moving a run keeps its id."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to train and evaluate one grid cell."""
+
+    architecture: str
+    loss: str
+    dataset: str
+    seed: int
+    steps: int
+    """Generator updates; each is preceded by ``params["n_critic"]`` discriminator updates."""
+    batch_size: int
+    split: str
+    params: Mapping[str, Any]
+    """Resolved hyperparameters of the architecture, loss and dataset (defaults + user)."""
+    versions: Mapping[str, str]
+    """``plugin name -> distribution==version`` for every plugin the run uses, and ganbench."""
+    metrics: tuple[str, ...] = ()
+    evaluation: Mapping[str, Any] = field(default_factory=dict)
+    """Resolved settings of the chosen metrics (sample counts, extractor...)."""
+    eval_every: int = 0
+    """Evaluate every N steps as well as at the end (0: only at the end)."""
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    log_every: int = 50
+    save_samples: bool = False
+
+    @property
+    def run_id(self) -> str:
+        """A 12-hex-digit content hash of the identity fields."""
+        identity = {name: getattr(self, name) for name in IDENTITY_FIELDS}
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """A short human-readable name: ``dcgan/wgan-gp/mnist/seed0``."""
+        return f"{self.architecture}/{self.loss}/{self.dataset}/seed{self.seed}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metrics"] = list(self.metrics)
+        data["run_id"] = self.run_id
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RunSpec":
+        fields = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        fields["metrics"] = tuple(fields.get("metrics", ()))
+        return cls(**fields)

@@ -1,0 +1,323 @@
+"""Feature extractors behind FID, KID and IS; torch-fidelity runs every one of them.
+
+* ``inception``: torch-fidelity's ``inception-v3-compat`` (the TF Inception port FID papers
+  use). torch-fidelity downloads its weights on first use; an offline machine gets a copy
+  through the ``inception_weights`` setting (``--inception-weights PATH``) or the
+  ``GANBENCH_INCEPTION_WEIGHTS`` variable, passed to torch-fidelity as
+  ``feature_extractor_weights_path``.
+* ``classifier``: a small CNN ganbench trains once, on the CPU with a fixed seed, on the
+  labelled reference split (15% held out to measure its accuracy), cached under
+  ``<cache_dir>/classifiers/`` by a content hash of the data, architecture and recipe, and
+  registered into torch-fidelity as ``ganbench-classifier``: FID and KID use its
+  penultimate layer, IS its logits, through torch-fidelity's own code.
+* ``auto`` (the default): inception when its weights are on disk, else the classifier when
+  the dataset has labels, saying which and why in the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+from ganbench.errors import UserError
+from ganbench.fidelity import atomic_write, content_hash, to_uint8_rgb
+
+if TYPE_CHECKING:
+    from ganbench.evaluation import EvaluationContext
+
+CHOICES = ("auto", "inception", "classifier")
+WEIGHTS_VARIABLE = "GANBENCH_INCEPTION_WEIGHTS"
+INCEPTION_FIDELITY_NAME = "inception-v3-compat"
+CLASSIFIER_FIDELITY_NAME = "ganbench-classifier"
+CLASSIFIER_RECIPE: Mapping[str, Any] = {
+    "architecture": "conv5x5x16-relu-pool2, conv5x5x32-relu-pool2, avgpool7x7, fc128-relu, fc-classes (v1)",
+    "input": "uint8 RGB / 127.5 - 1",
+    "optimizer": "adam with a one-cycle learning rate schedule",
+    "max_lr": 3e-3,
+    "epochs": 8,
+    "batch_size": 64,
+    "augmentation": "one random shift of up to 2 pixels per batch, edges replicated",
+    "held_out_fraction": 0.15,
+    "seed": 0,
+    "device": "cpu",
+}
+"""Everything that decides the classifier's weights besides the data; part of its cache key."""
+
+logger = logging.getLogger("ganbench")
+_announced: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A feature extractor chosen for one evaluation: what torch-fidelity runs, and how to report it."""
+
+    name: str
+    """``inception`` or ``classifier``: the suffix of every column it produces."""
+    fidelity_name: str
+    """Its name in torch-fidelity's registry."""
+    weights_path: str | None
+    """Passed as ``feature_extractor_weights_path``; None lets torch-fidelity download Inception."""
+    fid_layer: str
+    """Feature layer for FID and KID."""
+    is_layer: str
+    """Logits layer for IS."""
+    identity: str
+    """What makes its features what they are (network and weights): part of cache keys."""
+    protocol: Mapping[str, str]
+    """What a results reader needs to know about it (accuracy, weights, why it was chosen)."""
+
+    def create(self, layers: list[str], cuda: bool) -> FeatureExtractorBase:
+        """Instantiate it through torch-fidelity's ``create_feature_extractor``."""
+        from torch_fidelity.utils import create_feature_extractor
+
+        try:
+            return create_feature_extractor(self.fidelity_name, layers, cuda=cuda, verbose=False,
+                                            feature_extractor_weights_path=self.weights_path)
+        except OSError as error:  # urllib's URLError is an OSError
+            if self.weights_path is not None:
+                raise
+            raise UserError(f"could not download the Inception weights ({error}); on an offline machine pass a "
+                            f"copy with --inception-weights PATH or {WEIGHTS_VARIABLE}, or use "
+                            f"--set extractor=classifier") from None
+
+
+def resolve_extractor(context: "EvaluationContext") -> Extractor:
+    """Return the extractor the ``extractor`` setting names (``auto``, ``inception``, ``classifier``)."""
+    choice = str(context.settings.get("extractor", "auto"))
+    if choice not in CHOICES:
+        raise UserError(f"unknown extractor '{choice}'; choose one of {', '.join(CHOICES)} (--set extractor=...)")
+    memo_key = ("extractor", choice)
+    if memo_key in context.memo:
+        return context.memo[memo_key]
+    given = inception_weights_setting(context.settings)
+    if choice == "inception":
+        extractor = inception_extractor(given, "extractor=inception")
+    elif choice == "classifier":
+        extractor = classifier_extractor(context, "extractor=classifier")
+    else:
+        found = given or cached_inception_weights()
+        if found:
+            extractor = inception_extractor(found, f"auto: Inception weights found at {found}")
+        elif context.dataset.num_classes is not None:
+            reason = (f"auto: no Inception weights at {default_inception_path()} (give them with "
+                      f"--inception-weights or {WEIGHTS_VARIABLE}), so a classifier trained on "
+                      f"{context.dataset_name} is used")
+            extractor = classifier_extractor(context, reason)
+        else:
+            extractor = inception_extractor(None, f"auto: {context.dataset_name} has no labels for a classifier, "
+                                                  "so torch-fidelity downloads the Inception weights")
+    reason = extractor.protocol["extractor_choice"]
+    if choice == "auto" and reason not in _announced:
+        _announced.add(reason)
+        logger.warning("%s", reason)
+    context.memo[memo_key] = extractor
+    return extractor
+
+
+def inception_weights_setting(settings: Mapping[str, Any]) -> str | None:
+    """The Inception weights file the user named (setting, then environment), or None."""
+    path = str(settings.get("inception_weights", "") or os.environ.get(WEIGHTS_VARIABLE, ""))
+    if not path:
+        return None
+    if not Path(path).expanduser().is_file():
+        raise UserError(f"the Inception weights file {path} does not exist; fix --inception-weights "
+                        f"(setting inception_weights) or {WEIGHTS_VARIABLE}")
+    return str(Path(path).expanduser())
+
+
+def default_inception_path() -> Path:
+    """Where torch-fidelity's download of the Inception weights lands (torch hub's checkpoints)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(URL_INCEPTION_V3)
+
+
+def cached_inception_weights() -> str | None:
+    """The path of previously downloaded Inception weights, or None."""
+    path = default_inception_path()
+    return str(path) if path.is_file() else None
+
+
+def inception_extractor(weights_path: str | None, reason: str) -> Extractor:
+    """torch-fidelity's Inception: 2048-d pool features for FID/KID, unbiased logits for IS."""
+    protocol = {
+        "extractor": "inception",
+        "extractor_network": f"torch-fidelity {INCEPTION_FIDELITY_NAME}",
+        "extractor_layers": "fid/kid: 2048, is: logits_unbiased",
+        "inception_weights": weights_path or "downloaded by torch-fidelity",
+        "extractor_choice": reason,
+    }
+    return Extractor("inception", INCEPTION_FIDELITY_NAME, weights_path, "2048", "logits_unbiased",
+                     INCEPTION_FIDELITY_NAME, protocol)
+
+
+def classifier_extractor(context: "EvaluationContext", reason: str) -> Extractor:
+    """The classifier trained on the reference split (trained now unless cached)."""
+    split = str(context.settings.get("reference_split", "test"))
+    reference = context.reference_data(split)
+    if reference.labels is None:
+        raise UserError(f"the classifier extractor needs labelled data and {context.dataset_name} has no labels; "
+                        f"use --set extractor=inception")
+    num_classes = context.dataset.num_classes or int(reference.labels.max()) + 1
+    path, checkpoint = cached_classifier(to_uint8_rgb(reference.samples), reference.labels, num_classes,
+                                         Path(context.cache_dir))
+    register_classifier()
+    protocol = {
+        "extractor": "classifier",
+        "extractor_network": f"ganbench classifier {path.stem[:16]} ({CLASSIFIER_RECIPE['architecture']})",
+        "extractor_layers": f"fid/kid: penultimate (128), is: logits ({num_classes})",
+        "classifier_test_accuracy": f"{checkpoint['test_accuracy']:.4f}",
+        "classifier_data": (f"{context.dataset_name} {reference.split}: {checkpoint['train_samples']} train, "
+                            f"{checkpoint['test_samples']} held out"),
+        "extractor_choice": reason,
+    }
+    return Extractor("classifier", CLASSIFIER_FIDELITY_NAME, str(path), "penultimate", "logits",
+                     f"{CLASSIFIER_FIDELITY_NAME}-{path.stem}", protocol)
+
+
+class ClassifierNet(nn.Module):
+    """The classifier: two conv blocks and a 128-unit hidden layer, on images in [-1, 1]."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, hidden: int = 128):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(32 * 7 * 7, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(penultimate [n, 128], logits [n, classes])``."""
+        penultimate = self.features(images)
+        return penultimate, self.head(penultimate)
+
+
+def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float32 in [-1, 1], the classifier's input."""
+    return images.float() / 127.5 - 1
+
+
+class ClassifierFeatureExtractor(FeatureExtractorBase):
+    """The classifier as a torch-fidelity feature extractor (uint8 RGB in, features out).
+
+    torch-fidelity instantiates it with ``feature_extractor_weights_path``, the checkpoint
+    written by :func:`cached_classifier`, loaded with ``weights_only=True``.
+    """
+
+    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
+                 **kwargs: Any):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise ValueError("the ganbench classifier needs feature_extractor_weights_path (a trained checkpoint)")
+        checkpoint = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
+        self.net = ClassifierNet(int(checkpoint["num_classes"]))
+        self.net.load_state_dict(checkpoint["state_dict"])
+        self.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def get_provided_features_list() -> tuple[str, ...]:
+        return ("penultimate", "logits")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric: str) -> str:
+        return "logits" if metric == "isc" else "penultimate"
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile() -> torch.Tensor:
+        return torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected uint8 images [n, 3, h, w], got {images.dtype} {tuple(images.shape)}")
+        penultimate, logits = self.net(uint8_to_unit(images))
+        features = {"penultimate": penultimate, "logits": logits}
+        return tuple(features[name] for name in self.features_list)
+
+
+def register_classifier() -> None:
+    """Register :class:`ClassifierFeatureExtractor` into torch-fidelity (once per process)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if CLASSIFIER_FIDELITY_NAME not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(CLASSIFIER_FIDELITY_NAME, ClassifierFeatureExtractor)
+
+
+def cached_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                      cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Return ``(checkpoint path, checkpoint)`` of the classifier for this data, training it on a cache miss."""
+    labels = labels.to(torch.int64).cpu()
+    key = content_hash("ganbench-classifier", images, labels, num_classes, json.dumps(CLASSIFIER_RECIPE, sort_keys=True))
+    path = cache_dir / "classifiers" / f"{key[:32]}.pt"
+    if path.exists():
+        return path, torch.load(path, map_location="cpu", weights_only=True)
+    logger.warning("training the classifier feature extractor on %d labelled images (once; cached at %s)",
+                   len(images), path)
+    checkpoint = train_classifier(images, labels, num_classes)
+    atomic_write(path, lambda file: torch.save(checkpoint, file))
+    return path, checkpoint
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Train :class:`ClassifierNet` on uint8 ``images`` by :data:`CLASSIFIER_RECIPE`; return its checkpoint.
+
+    Deterministic: seeded from the recipe, on the CPU, without touching the global RNG.
+    """
+    recipe = CLASSIFIER_RECIPE
+    started = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe["seed"])
+        rng = torch.Generator().manual_seed(recipe["seed"])
+        order = torch.randperm(len(images), generator=rng)
+        held_out = max(1, round(len(images) * recipe["held_out_fraction"]))
+        test, train = order[:held_out], order[held_out:]
+        net = ClassifierNet(num_classes)
+        batch_size, epochs = recipe["batch_size"], recipe["epochs"]
+        optimizer = torch.optim.Adam(net.parameters())
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe["max_lr"], epochs=epochs,
+                                                       steps_per_epoch=-(-len(train) // batch_size))
+        net.train()
+        for _ in range(epochs):
+            shuffled = train[torch.randperm(len(train), generator=rng)]
+            for start in range(0, len(shuffled), batch_size):
+                batch = shuffled[start:start + batch_size]
+                inputs = _random_shift(uint8_to_unit(images[batch]), 2, rng)
+                loss = F.cross_entropy(net(inputs)[1], labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+        net.eval()
+        with torch.no_grad():
+            predictions = torch.cat([net(uint8_to_unit(images[test[start:start + 500]]))[1].argmax(1)
+                                     for start in range(0, len(test), 500)])
+    return {
+        "state_dict": net.state_dict(),
+        "num_classes": num_classes,
+        "test_accuracy": float((predictions == labels[test]).float().mean()),
+        "train_samples": len(train),
+        "test_samples": len(test),
+        "train_seconds": time.perf_counter() - started,
+    }
+
+
+def _random_shift(images: torch.Tensor, pixels: int, rng: torch.Generator) -> torch.Tensor:
+    """Shift the whole batch by one random offset of up to ``pixels`` in each direction."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (pixels,) * 4, mode="replicate")
+    dx, dy = torch.randint(0, 2 * pixels + 1, (2,), generator=rng).tolist()
+    return padded[..., dy:dy + height, dx:dx + width]

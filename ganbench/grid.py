@@ -1,0 +1,217 @@
+"""Grid specs (flags, TOML files, presets) and their expansion into validated runs.
+
+A grid is the product architectures x losses x datasets x ``--set`` axes x seeds. Every
+cell is checked (plugins exist, values parse, the architecture supports the data shape)
+before anything trains, so a typo costs seconds, not a half-finished grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from ganbench import __version__
+from ganbench.config import RunSpec
+from ganbench.errors import UserError
+from ganbench.registry import Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LOOP_DEFAULTS: Mapping[str, Any] = {
+    "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
+}
+"""Training-loop hyperparameters, used when a loss does not recommend its own."""
+SHORTCUTS = {"lr": ("lr_g", "lr_d")}
+"""``--set lr=X`` sets both learning rates."""
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+@dataclass
+class GridSpec:
+    """The axes and settings of a grid, before expansion."""
+
+    archs: list[str] = field(default_factory=lambda: ["mlp"])
+    losses: list[str] = field(default_factory=lambda: ["ns"])
+    datasets: list[str] = field(default_factory=lambda: ["ring8"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    sets: dict[str, list[Any]] = field(default_factory=dict)
+    """Hyperparameter axes: ``{"lr": [1e-4, 2e-4]}``."""
+    steps: int = 1000
+    batch_size: int = 64
+    split: str = "train"
+    metrics: list[str] = field(default_factory=lambda: ["auto"])
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    log_every: int = 50
+    save_samples: bool = False
+
+    def replace(self, **changes: Any) -> "GridSpec":
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _grid_from_mapping(data: Mapping[str, Any], origin: str) -> GridSpec:
+    known = {f.name for f in dataclasses.fields(GridSpec)} | {"set"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{origin}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}.")
+    values = dict(data)
+    sets = values.pop("set", {})
+    if not isinstance(sets, Mapping):
+        raise UserError(f"{origin}: [set] must be a table of hyperparameter = [values].")
+    grid = GridSpec(**values)
+    grid.sets = {key: list(v) if isinstance(v, list) else [v] for key, v in sets.items()}
+    return grid
+
+
+def load_grid_file(path: str | Path) -> GridSpec:
+    """Read a grid from a TOML file (top-level keys as in :class:`GridSpec`, plus ``[set]``)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"grid file {path} does not exist; check the path.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"grid file {path} is not valid TOML ({error}); fix the file.") from None
+    return _grid_from_mapping(data, str(path))
+
+
+def preset_names() -> list[str]:
+    """Names of the presets that ship with ganbench."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("ganbench.presets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> GridSpec:
+    """The grid of a named preset (``ganbench/presets/NAME.toml``)."""
+    if name not in preset_names():
+        raise UserError(f"unknown preset '{name}'. Available presets: {', '.join(preset_names())}.")
+    text = resources.files("ganbench.presets").joinpath(f"{name}.toml").read_text()
+    return _grid_from_mapping(tomllib.loads(text), f"preset {name}")
+
+
+def parse_value(text: str) -> Any:
+    """Turn one command-line value into a bool, int, float or string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert ``value`` to the type of ``default``, or raise a UserError naming the key."""
+    expected = type(default)
+    if isinstance(value, str) and expected is not str:
+        value = parse_value(value)
+    if expected is bool:
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif expected is str:
+        return str(value)
+    raise UserError(f"--set {key}={value!r}: expected {expected.__name__} (like {default!r}).")
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    if params["optimizer"] not in OPTIMIZERS:
+        raise UserError(f"--set optimizer={params['optimizer']!r}: choose one of {', '.join(OPTIMIZERS)}.")
+    for key in ("lr_g", "lr_d"):
+        if params[key] <= 0:
+            raise UserError(f"--set {key}={params[key]}: a learning rate must be positive.")
+    if params["n_critic"] < 1:
+        raise UserError(f"--set n_critic={params['n_critic']}: must be at least 1.")
+
+
+def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
+    """Every run of ``grid``, validated; raise UserError on the first problem."""
+    if grid.steps < 1 or grid.batch_size < 1:
+        raise UserError("--steps and --batch-size must be positive integers.")
+    for axis in ("archs", "losses", "datasets", "seeds"):
+        if not getattr(grid, axis):
+            raise UserError(f"the {axis} axis is empty; give at least one value.")
+    archs = {name: registry.get("architecture", name) for name in grid.archs}
+    losses = {name: registry.get("loss", name) for name in grid.losses}
+    datasets = {name: registry.get("dataset", name) for name in grid.datasets}
+    explicit_metrics = [m for m in grid.metrics if m not in ("auto", "none")]
+    metrics = {name: registry.get("metric", name) for name in explicit_metrics}
+    if "auto" in grid.metrics:
+        metrics = {entry.name: entry.obj for entry in registry.all("metric")}
+
+    sets = {}
+    for key, values in grid.sets.items():
+        for target in SHORTCUTS.get(key, (key,)):
+            sets[target] = values
+    plugin_keys = set(LOOP_DEFAULTS)
+    for obj in [*archs.values(), *losses.values(), *datasets.values()]:
+        plugin_keys |= set(obj.defaults)
+    metric_keys = {key for metric in metrics.values() for key in metric.defaults}
+    unknown = sorted(set(sets) - plugin_keys - metric_keys)
+    if unknown:
+        raise UserError(f"unknown hyperparameter(s) {', '.join(unknown)} for this grid; known: "
+                        f"{', '.join(sorted(plugin_keys | metric_keys | set(SHORTCUTS)))}.")
+    axis_keys = sorted(k for k in sets if k in plugin_keys)
+    metric_settings_axes = {k: v for k, v in sets.items() if k not in plugin_keys}
+    for key, values in metric_settings_axes.items():
+        if len(values) != 1:
+            raise UserError(f"--set {key}: evaluation settings take one value, not {len(values)}.")
+
+    runs = []
+    for arch_name, loss_name, dataset_name in itertools.product(grid.archs, grid.losses, grid.datasets):
+        arch, loss, dataset = archs[arch_name], losses[loss_name], datasets[dataset_name]
+        defaults = {**LOOP_DEFAULTS, **loss.defaults, **arch.defaults, **dataset.defaults}
+        cell_metrics = {}
+        for name, metric in metrics.items():
+            if metric.unsupported_reason(dataset, dataset.data_shape(defaults)) is None:
+                cell_metrics[name] = metric
+            elif name in explicit_metrics:
+                raise UserError(f"metric '{name}' does not apply to dataset '{dataset_name}': "
+                                f"{metric.unsupported_reason(dataset, dataset.data_shape(defaults))}")
+        evaluation = {k: v for m in cell_metrics.values() for k, v in m.defaults.items()}
+        for key, values in metric_settings_axes.items():
+            if key in evaluation:
+                evaluation[key] = coerce(key, values[0], evaluation[key])
+        relevant = [k for k in axis_keys if k in defaults]
+        for combination in itertools.product(*(sets[k] for k in relevant)):
+            params = dict(defaults)
+            for key, value in zip(relevant, combination):
+                params[key] = coerce(key, value, defaults[key])
+            _check_params(params)
+            shape = dataset.data_shape(params)
+            reason = arch.unsupported_reason(shape, params)
+            if reason:
+                raise UserError(f"architecture '{arch_name}' cannot model dataset '{dataset_name}' "
+                                f"(shape {tuple(shape)}): {reason}")
+            versions = {"ganbench": __version__,
+                        f"architecture:{arch_name}": registry.version_of("architecture", arch_name),
+                        f"loss:{loss_name}": registry.version_of("loss", loss_name),
+                        f"dataset:{dataset_name}": registry.version_of("dataset", dataset_name)}
+            for seed in grid.seeds:
+                runs.append(RunSpec(
+                    architecture=arch_name, loss=loss_name, dataset=dataset_name, seed=int(seed),
+                    steps=grid.steps, batch_size=grid.batch_size, split=grid.split, params=params,
+                    versions=versions, metrics=tuple(cell_metrics), evaluation=evaluation,
+                    eval_every=grid.eval_every, checkpoint_every=grid.checkpoint_every,
+                    sample_every=grid.sample_every, log_every=grid.log_every,
+                    save_samples=grid.save_samples))
+    return runs
