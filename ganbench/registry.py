@@ -103,7 +103,8 @@ def build_registry(disabled: tuple[str, ...] = ()) -> Registry:
     """Discover plugins and collect everything they register."""
     manager, plugins = build_plugin_manager(disabled)
     registry = Registry(plugins=plugins, manager=manager)
-    by_name = {info.name: info for info in plugins}
+    # Only loaded plugins: a rejected duplicate entry point must not shadow the one that loaded.
+    by_name = {info.name: info for info in plugins if info.error is None}
     collected: dict[str, list[Entry]] = {}
     for kind, hook_name in HOOK_OF_KIND.items():
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
