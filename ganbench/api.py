@@ -68,7 +68,7 @@ class Architecture:
 class Loss:
     """An adversarial objective, from discriminator logits.
 
-    Logits are raw discriminator outputs of shape ``[batch]``. Return scalar tensors that
+    Logits are raw discriminator outputs, flattened by the loop to shape ``[batch]``. Return scalar tensors that
     are *minimised* (a discriminator that maximises ``log D(x)`` returns its negation).
     Compute in a numerically stable way (softplus, BCE with logits), never
     ``log(sigmoid(x))``.
@@ -109,8 +109,10 @@ class Loss:
                 params: Mapping[str, Any]) -> "torch.Tensor | None":
         """Return a term added to the discriminator's loss (e.g. a gradient penalty), or None.
 
-        ``real`` and ``fake`` are the batches of this discriminator step; ``fake`` carries
-        no gradient to the generator.
+        ``real`` and ``fake`` are the data batches (not logits) of this discriminator step;
+        ``fake`` carries no gradient to the generator. ``discriminator(x)`` may return
+        ``[batch]`` or ``[batch, 1]``. The loop may run under autocast (mixed precision):
+        compute anything sensitive (gradient norms) in float32 yourself.
         """
         return None
 

@@ -46,6 +46,9 @@ class EvaluationContext:
     load_split: Callable[[str], LoadedData] | None = None
     """Loads another split of the run's dataset (FID/KID's ``reference_split``); None when
     only ``real`` is available, which is then used whatever split it is."""
+    should_stop: Callable[[], bool] = lambda: False
+    """True once the user asked the run to stop (Ctrl-C, SIGTERM). A long metric checks it
+    between batches and returns early or raises :class:`ganbench.train.Interrupted`."""
     memo: dict[Any, Any] = field(default_factory=dict)
     """What metrics share within one evaluation (the chosen extractor, generated features,
     loaded splits). :func:`run_metrics` empties it before and after."""

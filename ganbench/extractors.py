@@ -6,7 +6,8 @@
   ``GANBENCH_INCEPTION_WEIGHTS`` variable, passed to torch-fidelity as
   ``feature_extractor_weights_path``.
 * ``classifier``: a small CNN ganbench trains once, on the CPU with a fixed seed, on the
-  labelled reference split (15% held out to measure its accuracy), cached under
+  labelled reference split (at most 10,000 images, 15% of them held out to measure its
+  accuracy; about 15-25 s on two CPU cores), cached under
   ``<cache_dir>/classifiers/`` by a content hash of the data, architecture and recipe, and
   registered into torch-fidelity as ``ganbench-classifier``: FID and KID use its
   penultimate layer, IS its logits, through torch-fidelity's own code.
@@ -43,10 +44,11 @@ CLASSIFIER_RECIPE: Mapping[str, Any] = {
     "architecture": "conv5x5x16-relu-pool2, conv5x5x32-relu-pool2, avgpool7x7, fc128-relu, fc-classes (v1)",
     "input": "uint8 RGB / 127.5 - 1",
     "optimizer": "adam with a one-cycle learning rate schedule",
-    "max_lr": 3e-3,
-    "epochs": 8,
-    "batch_size": 64,
+    "max_lr": 4e-3,
+    "epochs": 6,
+    "batch_size": 128,
     "augmentation": "one random shift of up to 2 pixels per batch, edges replicated",
+    "max_samples": 10_000,
     "held_out_fraction": 0.15,
     "seed": 0,
     "device": "cpu",
@@ -75,6 +77,8 @@ class Extractor:
     """What makes its features what they are (network and weights): part of cache keys."""
     protocol: Mapping[str, str]
     """What a results reader needs to know about it (accuracy, weights, why it was chosen)."""
+    batch_size: int = 64
+    """Images per forward pass (torch-fidelity's default; larger for the small classifier)."""
 
     def create(self, layers: list[str], cuda: bool) -> FeatureExtractorBase:
         """Instantiate it through torch-fidelity's ``create_feature_extractor``."""
@@ -182,7 +186,7 @@ def classifier_extractor(context: "EvaluationContext", reason: str) -> Extractor
         "extractor_choice": reason,
     }
     return Extractor("classifier", CLASSIFIER_FIDELITY_NAME, str(path), "penultimate", "logits",
-                     f"{CLASSIFIER_FIDELITY_NAME}-{path.stem}", protocol)
+                     f"{CLASSIFIER_FIDELITY_NAME}-{path.stem}", protocol, batch_size=500)
 
 
 class ClassifierNet(nn.Module):
@@ -275,6 +279,8 @@ def cached_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: i
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
     """Train :class:`ClassifierNet` on uint8 ``images`` by :data:`CLASSIFIER_RECIPE`; return its checkpoint.
 
+    Uses at most ``max_samples`` images (a seeded random subset, so a 60k split trains as
+    fast as a 10k one), the first ``held_out_fraction`` of them held out for the accuracy.
     Deterministic: seeded from the recipe, on the CPU, without touching the global RNG.
     """
     recipe = CLASSIFIER_RECIPE
@@ -282,8 +288,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe["seed"])
         rng = torch.Generator().manual_seed(recipe["seed"])
-        order = torch.randperm(len(images), generator=rng)
-        held_out = max(1, round(len(images) * recipe["held_out_fraction"]))
+        order = torch.randperm(len(images), generator=rng)[:recipe["max_samples"]]
+        held_out = max(1, round(len(order) * recipe["held_out_fraction"]))
         test, train = order[:held_out], order[held_out:]
         net = ClassifierNet(num_classes)
         batch_size, epochs = recipe["batch_size"], recipe["epochs"]
@@ -308,7 +314,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     return {
         "state_dict": net.state_dict(),
         "num_classes": num_classes,
-        "test_accuracy": float((predictions == labels[test]).float().mean()),
+        "test_accuracy": float((predictions == labels[test]).double().mean()),
         "train_samples": len(train),
         "test_samples": len(test),
         "train_seconds": time.perf_counter() - started,

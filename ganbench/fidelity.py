@@ -35,8 +35,6 @@ PREPROCESSING = "uint8 RGB: round((x + 1) * 127.5) clamped to [0, 255], grayscal
 REFERENCE_SUBSET_SEED = 0
 """Seed of the permutation that picks ``real_samples`` reference images. Fixed, not the run's
 seed, so every run compares against the same images and shares one cache entry."""
-FEATURE_BATCH_SIZE = 64
-"""torch-fidelity's default batch size."""
 STATISTICS_FORMAT = "ganbench-real-statistics-v1"
 
 
@@ -94,7 +92,7 @@ def extract_features(images: torch.Tensor, extractor: "Extractor", device: torch
     cuda = device.type == "cuda"
     with (torch.cuda.device(device) if cuda else contextlib.nullcontext()), strict_fp32():
         module = extractor.create(list(layers), cuda)
-        features = get_featuresdict_from_dataset(UInt8Images(images), module, FEATURE_BATCH_SIZE,
+        features = get_featuresdict_from_dataset(UInt8Images(images), module, extractor.batch_size,
                                                  cuda, save_cpu_ram=True, verbose=False)
     return {layer: value.float().cpu() for layer, value in features.items()}
 
