@@ -1,0 +1,140 @@
+"""Reading run directories of one or more output directories into one pandas table.
+
+Reads what the ledger wrote (``runs/<id>/config.json`` and ``status.json``), keeping the
+metrics apart from the configuration, which ``results.csv`` flattens together. Runs are
+grouped into *configs*: everything that identifies a run except its seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ganbench.config import IDENTITY_FIELDS
+from ganbench.errors import UserError
+from ganbench.ledger import RunDirectory
+from ganbench.storage import read_json
+
+CONFIG_FIELDS = tuple(name for name in IDENTITY_FIELDS if name != "seed")
+"""What makes two runs seeds of one config: the run id's fields without the seed."""
+RUN_COLUMNS = ("out", "run_dir", "run_id", "config_id", "architecture", "loss", "dataset", "split",
+               "seed", "steps", "batch_size", "status", "step", "wall_seconds", "error")
+FAILED = ("failed", "oom")
+UNFINISHED = ("pending", "running", "interrupted")
+
+
+@dataclass
+class RunSet:
+    """Every run found, as a table, plus what the table cannot hold."""
+
+    frame: pd.DataFrame
+    """One row per run: :data:`RUN_COLUMNS` and one column per metric (NaN where absent)."""
+    metric_columns: list[str]
+    configs: dict[str, dict[str, Any]]
+    """config_id -> the config.json of its first run (all its runs share every field but the seed)."""
+    statuses: dict[str, dict[str, Any]]
+    """run_id -> its status.json."""
+    sources: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+
+def config_id(config: dict[str, Any]) -> str:
+    """A 12-hex-digit hash of the config fields (the run id's recipe without the seed)."""
+    identity = {name: config.get(name) for name in CONFIG_FIELDS}
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def load_runs(out_dirs: list[Path] | tuple[Path, ...]) -> RunSet:
+    """Read every run under each ``OUT/runs``; a run found in two directories counts once."""
+    rows: list[dict[str, Any]] = []
+    configs: dict[str, dict[str, Any]] = {}
+    statuses: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    metric_columns: list[str] = []
+    seen: dict[str, Path] = {}
+    sources = [Path(out) for out in out_dirs]
+    if not sources:
+        raise UserError("give at least one output directory of `ganbench run` (e.g. ganbench report results).")
+    for out in sources:
+        if not (out / "runs").is_dir():
+            raise UserError(f"{out} has no runs/ directory; give the --out directory of a `ganbench run`.")
+        for config_file in sorted((out / "runs").glob("*/config.json")):
+            config = read_json(config_file)
+            if not isinstance(config, dict) or "run_id" not in config:
+                notes.append(f"skipped {config_file.parent}: its config.json is missing or damaged")
+                continue
+            run_id = config["run_id"]
+            if run_id in seen:
+                notes.append(f"run {run_id} is in both {seen[run_id]} and {out}; counted once (from {seen[run_id]})")
+                continue
+            seen[run_id] = out
+            status = RunDirectory(config_file.parent).status()
+            identity = config_id(config)
+            configs.setdefault(identity, config)
+            statuses[run_id] = status
+            row = {"out": str(out), "run_dir": str(config_file.parent), "run_id": run_id, "config_id": identity,
+                   **{name: config.get(name) for name in ("architecture", "loss", "dataset", "split", "seed",
+                                                          "steps", "batch_size")},
+                   "status": status.get("status", "pending"), "step": status.get("step", 0),
+                   "wall_seconds": _number(status.get("wall_seconds")), "error": status.get("error", "")}
+            metrics = status.get("metrics") or {}
+            if row["status"] == "done":  # only finished runs' figures are final
+                for column, value in metrics.items():
+                    key = column if column not in RUN_COLUMNS else f"metric:{column}"
+                    if key not in metric_columns:
+                        metric_columns.append(key)
+                    row[key] = _number(value)
+            rows.append(row)
+    if not rows:
+        raise UserError(f"no runs found under {', '.join(str(s) for s in sources)}; "
+                        "run `ganbench run --out DIR` first.")
+    frame = pd.DataFrame(rows)
+    for column in metric_columns:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["seed"] = frame["seed"].astype(int)
+    return RunSet(frame.sort_values(["dataset", "config_id", "seed"], kind="stable").reset_index(drop=True),
+                  sorted(metric_columns), configs, statuses, sources, notes)
+
+
+def protocols_of(status: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """A run's metric protocols as ``column -> {key: value}`` (a plain string becomes ``description``)."""
+    protocol = status.get("protocol") or {}
+    if not isinstance(protocol, dict):
+        return {}
+    result = {}
+    for column, value in protocol.items():
+        if isinstance(value, dict):
+            result[column] = {str(k): str(v) for k, v in value.items()}
+        else:
+            result[column] = {"description": str(value)}
+    return result
+
+
+HARDWARE_KEYS = ("hardware", "device_name", "device")
+BARE_DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
+"""A torch device string names no hardware model; such a value is not taken as the hardware."""
+
+
+def recorded_hardware(status: dict[str, Any]) -> str | None:
+    """The hardware a run recorded (status ``hardware``/``device_name``/``device``, or its protocols)."""
+    candidates = [status.get(key) for key in HARDWARE_KEYS]
+    candidates += [protocol.get(key) for protocol in protocols_of(status).values() for key in HARDWARE_KEYS]
+    for value in candidates:
+        if value and not BARE_DEVICE.match(str(value).strip()):
+            return str(value)
+    return None

@@ -1,0 +1,176 @@
+"""The comparison table of one dataset, as text cells: what every human-readable format shows.
+
+The terminal, Markdown, HTML and LaTeX writers render the same :class:`DatasetTable`, so
+the formats cannot drift apart; they differ only in markup.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ganbench.report.aggregate import Comparison, ConfigSummary, Summary
+from ganbench.report.directions import THROUGHPUT, direction_of
+from ganbench.report.significance import BEST, METHOD, TIED
+
+MISSING = "–"
+
+
+def decimals_for(value: float) -> int:
+    """Decimals that show about four significant digits of ``value`` (none from 1000 up)."""
+    if not math.isfinite(value) or value == 0:
+        return 3
+    return int(min(7, max(0, 3 - math.floor(math.log10(abs(value))))))
+
+
+def number(value: float | None, decimals: int | None = None) -> str:
+    if value is None or not math.isfinite(value):
+        return MISSING
+    decimals = decimals_for(value) if decimals is None else decimals
+    return f"{value:,.{decimals}f}" if abs(value) >= 1000 else f"{value:.{decimals}f}"
+
+
+def mean_std(summary: Summary | None, pm: str = " ± ", finished: int | None = None) -> str:
+    """``23.46 ± 1.23`` (std with the mean's decimals); the mean alone for one seed.
+
+    With ``finished`` (the config's finished seeds), ``(n=2)`` is added when fewer of them
+    have a value (e.g. a reverse KL that is undefined for a collapsed seed).
+    """
+    if summary is None or not summary.n:
+        return MISSING
+    decimals = decimals_for(summary.mean)
+    text = number(summary.mean, decimals)
+    if summary.n >= 2:
+        text += f"{pm}{number(summary.std, decimals)}"
+    if finished is not None and summary.n < finished:
+        text += f" (n={summary.n})"
+    return text
+
+
+def interval(summary: Summary | None) -> str:
+    if summary is None or summary.n < 2:
+        return MISSING
+    decimals = decimals_for(summary.mean)
+    return f"[{number(summary.ci_low, decimals)}, {number(summary.ci_high, decimals)}]"
+
+
+def header_of(column: str) -> str:
+    """``fid10k_inception ↓``: the column name with the arrow of its better direction."""
+    arrow = direction_of(column).arrow
+    return f"{column} {arrow}" if arrow else column
+
+
+@dataclass
+class Cell:
+    text: str
+    bold: bool = False
+
+
+@dataclass
+class DatasetTable:
+    """One dataset's rows, best first, ready to render."""
+
+    dataset: str
+    primary: str | None
+    title: str
+    headers: list[str]
+    rows: list[list[Cell]]
+    configs: list[ConfigSummary]
+    """The config of each row, in row order."""
+    verdicts: list[str] = field(default_factory=list)
+    """Each row's verdict label (``best``, ``tied``...), for row styling."""
+
+
+def best_means(configs: list[ConfigSummary], column: str) -> float | None:
+    """The best mean of ``column`` among ``configs`` (None when no direction or no values)."""
+    direction = direction_of(column)
+    means = [c.metrics[column].mean for c in configs if column in c.metrics and c.metrics[column].n]
+    if not means or not direction.better:
+        return None
+    return max(means) if direction.better == "higher" else min(means)
+
+
+def legend(comparison: Comparison) -> str:
+    return (f"mean ± std over seeds (n−1); 95% CI of the mean from the t distribution. "
+            f"vs best: {METHOD}, alpha = {comparison.alpha:g}. "
+            f"'best' has the best mean; 'tied' = not significantly worse than the best; "
+            f"'worse' = significantly worse; 'can't tell' = fewer than 2 finished seeds on one side. "
+            f"Best value per column in bold.")
+
+
+def dataset_table(comparison: Comparison, dataset: str, pm: str = " ± ") -> DatasetTable:
+    """The rows of ``dataset``'s table, in the comparison's order."""
+    configs = comparison.in_dataset(dataset)
+    primary = comparison.primary.get(dataset)
+    others = [c for c in comparison.table_columns(dataset) if c != primary]
+    headers = ["config", "seeds done", "diverged", "failed"]
+    if primary:
+        headers += [f"{header_of(primary)} mean ± std", "95% CI", "median", "best seed", "vs best"]
+    trailing = [*others] + ([THROUGHPUT] if primary != THROUGHPUT else [])
+    headers += [header_of(c) if c != THROUGHPUT else "images/s ↑" for c in trailing] + ["wall s / run"]
+    best = {column: best_means(configs, column) for column in trailing}
+    rows, verdicts = [], []
+    for config in configs:
+        counts = config.counts
+        done = f"{counts['done']}/{counts['runs']}" + (f" ({counts['unfinished']} unfinished)" if counts["unfinished"] else "")
+        row = [Cell(config.label), Cell(done), Cell(str(counts["diverged"])),
+               Cell(str(counts["failed"]))]
+        verdict = config.verdict.label if config.verdict else ""
+        if primary:
+            summary = config.summary(primary)
+            row += [Cell(mean_std(summary, pm, counts["done"]), bold=verdict == BEST), Cell(interval(summary)),
+                    Cell(number(summary.median) if summary else MISSING),
+                    Cell(number(summary.best) if summary else MISSING),
+                    Cell(("≈ " if verdict == TIED else "") + (config.verdict.describe() if config.verdict else MISSING))]
+        for column in trailing:
+            summary = config.summary(column)
+            is_best = summary is not None and summary.n > 0 and best[column] is not None and summary.mean == best[column]
+            row.append(Cell(mean_std(summary, pm, counts["done"]), bold=is_best and len(configs) > 1))
+        row.append(Cell(mean_std(config.wall_seconds, pm)))
+        rows.append(row)
+        verdicts.append(verdict)
+    if primary:
+        title = f"{dataset}: sorted by {primary} ({direction_of(primary).better or 'lower'} is better)"
+    else:
+        title = f"{dataset}: no finished run has metrics"
+    return DatasetTable(dataset, primary, title, headers, rows, configs, verdicts)
+
+
+def protocol_rows(comparison: Comparison) -> list[tuple[str, str, str]]:
+    """``(metric columns, datasets, protocol text)``: one row per distinct protocol.
+
+    Columns of one metric share its protocol, so they share a row; a column measured
+    under two protocols (different configs or seeds) appears in two rows.
+    """
+    seen: dict[str, tuple[list[str], list[str]]] = {}
+    for config in comparison.configs:
+        for column, protocol in sorted(config.protocol.items()):
+            text = "; ".join(f"{k}={v}" for k, v in sorted(protocol.items()))
+            columns, datasets = seen.setdefault(text, ([], []))
+            if column not in columns:
+                columns.append(column)
+            if config.dataset not in datasets:
+                datasets.append(config.dataset)
+    return sorted((", ".join(columns), ", ".join(datasets), text) for text, (columns, datasets) in seen.items())
+
+
+def settings_rows(comparison: Comparison) -> list[tuple[str, str, str, str]]:
+    """``(dataset, config, training settings and hyperparameters, evaluation settings)`` per config."""
+    rows = []
+    for config in comparison.configs:
+        spec = config.config
+        params = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("params") or {}).items()))
+        evaluation = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("evaluation") or {}).items()))
+        metrics = ", ".join(spec.get("metrics") or []) or "none"
+        settings = f"steps={spec['steps']}, batch_size={spec['batch_size']}, split={spec['split']}; {params}"
+        rows.append((config.dataset, config.label, settings, f"metrics: {metrics}" + (f"; {evaluation}" if evaluation else "")))
+    return rows
+
+
+def versions_rows(comparison: Comparison) -> list[tuple[str, str]]:
+    """``(version, what has it)``: ganbench and every plugin the runs used, grouped by version."""
+    users: dict[str, set[str]] = {}
+    for config in comparison.configs:
+        for component, version in (config.config.get("versions") or {}).items():
+            users.setdefault(str(version), set()).add(component)
+    return [(version, ", ".join(sorted(components))) for version, components in sorted(users.items())]
