@@ -1,10 +1,111 @@
-"""Which device a run trains on: decided once, by whoever launches the run."""
+"""Which device a run trains on: decided once, by whoever launches the run.
+
+The local executor runs one worker process per *slot*. A slot is a GPU (or one of
+``runs_per_gpu`` shares of it) or, without GPUs, a share of the CPU cores; each worker
+sees only its GPU (``CUDA_VISIBLE_DEVICES``) and uses its share of the cores as torch
+threads, so a run's results depend on its slot's thread count, never on its neighbours.
+"""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
 
 import torch
 
 from ganbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker process trains: a GPU (or a share of one), or a share of the CPU."""
+
+    name: str
+    """Shown in progress and logs: ``gpu0``, ``gpu0/2`` (second run packed on GPU 0), ``cpu1``."""
+    device: str
+    """The torch device as the worker sees it: ``cpu``, or ``cuda:0`` (its only visible GPU)."""
+    gpu: str | None
+    """The ``CUDA_VISIBLE_DEVICES`` entry of the worker's GPU, None on the CPU."""
+    threads: int
+    """torch threads of the worker (its share of the cores)."""
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (its CPU affinity, which containers and ``taskset`` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """The ``CUDA_VISIBLE_DEVICES`` entries of the GPUs torch sees, in torch's order."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(index) for index in range(count)]
+    return [entry.strip() for entry in listed.split(",") if entry.strip()][:count]
+
+
+def plan_slots(*, device: str = "auto", gpus: list[int] | None = None, runs_per_gpu: int = 1,
+               workers: int | None = None, available_gpus: list[str], cores: int) -> list[Slot]:
+    """The worker slots of a grid.
+
+    ``available_gpus`` are the ``CUDA_VISIBLE_DEVICES`` entries of the visible GPUs (see
+    :func:`visible_gpus`); ``gpus`` selects some of them by torch index. On GPUs every
+    selected GPU gets ``runs_per_gpu`` slots, spread so that the first slots use distinct
+    GPUs; on the CPU there are ``workers`` slots (default 1). Cores are divided evenly
+    between the slots, at least one thread each.
+    """
+    if runs_per_gpu < 1:
+        raise UserError(f"--runs-per-gpu {runs_per_gpu}: give 1 or more.")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers {workers}: give 1 or more.")
+    use_gpus = _gpu_indices(device, gpus, available_gpus)
+    if use_gpus:
+        if workers is not None:
+            raise UserError("--workers sets parallel runs on the CPU; on GPUs use --runs-per-gpu K "
+                            "(or --device cpu to train on the CPU).")
+        count = len(use_gpus) * runs_per_gpu
+        threads = max(1, cores // count)
+        return [Slot(name=f"gpu{index}" + (f"/{share + 1}" if runs_per_gpu > 1 else ""), device="cuda:0",
+                     gpu=available_gpus[index], threads=threads)
+                for share in range(runs_per_gpu) for index in use_gpus]
+    if runs_per_gpu != 1:
+        raise UserError("--runs-per-gpu needs GPUs; on the CPU use --workers N.")
+    count = workers or 1
+    threads = max(1, cores // count)
+    return [Slot(name=f"cpu{index}", device="cpu", gpu=None, threads=threads) for index in range(count)]
+
+
+def _gpu_indices(device: str, gpus: list[int] | None, available: list[str]) -> list[int]:
+    """Torch indices of the GPUs to use; empty for the CPU."""
+    if device == "cpu":
+        if gpus:
+            raise UserError("--gpus and --device cpu contradict each other; give one of them.")
+        return []
+    if device not in ("auto", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N.")
+    if device.startswith("cuda:"):
+        try:
+            chosen = [int(device.split(":", 1)[1])]
+        except ValueError:
+            raise UserError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+        if gpus and gpus != chosen:
+            raise UserError(f"--device {device} and --gpus {','.join(map(str, gpus))} disagree; give one of them.")
+        gpus = chosen
+    if not available:
+        if gpus or device != "auto":
+            raise UserError("no CUDA GPU is visible here; train on the CPU (--device cpu, --workers N).")
+        return []
+    chosen = gpus if gpus else list(range(len(available)))
+    if len(set(chosen)) != len(chosen):
+        raise UserError(f"--gpus {','.join(map(str, chosen))} names a GPU twice; use --runs-per-gpu to pack runs.")
+    for index in chosen:
+        if not 0 <= index < len(available):
+            raise UserError(f"GPU {index} is not visible here; {len(available)} GPU(s) are "
+                            f"(0 to {len(available) - 1}).")
+    return chosen
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -44,3 +145,47 @@ def device_description(device: torch.device) -> str:
     except OSError:
         pass
     return f"{model} ({torch.get_num_threads()} threads)"
+
+
+@dataclass(frozen=True)
+class TaskResources:
+    """What each Ray task of a grid asks Ray for, and the torch threads it then uses."""
+
+    num_cpus: float
+    num_gpus: float
+    threads: int
+
+
+def plan_ray_tasks(*, device: str = "auto", gpus: list[int] | None = None, runs_per_gpu: int = 1,
+                   workers: int | None = None, cluster_cpus: float, cluster_gpus: float,
+                   largest_node_cpus: float) -> TaskResources:
+    """Resources of each run's Ray task; Ray itself picks the node and the GPU.
+
+    On GPUs a task asks for ``1 / runs_per_gpu`` of a GPU (Ray packs fractional tasks on
+    one GPU) and one CPU. On the CPU a task asks for one CPU, or with ``workers`` for an
+    even share of the cluster's CPUs (at most one node's worth), and uses as many threads.
+    """
+    if gpus:
+        raise UserError("--gpus picks GPUs of this machine; on Ray, Ray assigns GPUs "
+                        "(use --runs-per-gpu K to pack runs, or CUDA_VISIBLE_DEVICES when starting Ray).")
+    if runs_per_gpu < 1:
+        raise UserError(f"--runs-per-gpu {runs_per_gpu}: give 1 or more.")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers {workers}: give 1 or more.")
+    if device.startswith("cuda:"):
+        raise UserError(f"--device {device}: Ray assigns GPUs; use --device cuda (or auto).")
+    if device not in ("auto", "cuda", "cpu"):
+        raise UserError(f"--device {device!r} is not a device; use auto, cpu or cuda.")
+    if device == "cuda" and cluster_gpus <= 0:
+        raise UserError("--device cuda: the Ray cluster has no GPUs; use --device cpu.")
+    if device != "cpu" and cluster_gpus > 0:
+        if workers is not None:
+            raise UserError("--workers sets parallel runs on the CPU; on GPUs use --runs-per-gpu K "
+                            "(or --device cpu to train on the CPU).")
+        return TaskResources(num_cpus=1, num_gpus=1 / runs_per_gpu, threads=1)
+    if runs_per_gpu != 1:
+        raise UserError("--runs-per-gpu needs GPUs, and the Ray cluster has none; use --workers N.")
+    if workers is None:
+        return TaskResources(num_cpus=1, num_gpus=0, threads=1)
+    threads = int(max(1, min(cluster_cpus // workers, largest_node_cpus)))
+    return TaskResources(num_cpus=threads, num_gpus=0, threads=threads)

@@ -2,18 +2,28 @@
 
 A run directory holds ``config.json`` (the resolved RunSpec), ``status.json`` (status,
 step reached, wall time, final metrics and their protocol), ``metrics.jsonl`` (the
-history), ``checkpoint.pt``, ``samples/*.png`` and ``log.txt``. ``results.csv`` is always
-rebuilt from the run directories, so it can be deleted or damaged without losing anything.
+history), ``checkpoint.pt`` (and ``checkpoint.prev.pt``), ``samples/*.png``, ``log.txt``
+and ``output.txt`` (what the worker process printed). ``results.csv`` is always rebuilt
+from the run directories, so it can be deleted or damaged without losing anything.
+
+Two locks keep a run from ever training twice: ``OUT/.lock`` is held by the one
+``ganbench run`` using ``OUT``, and ``runs/<id>/.lock`` by the one process training that run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ganbench.config import RunSpec
+from ganbench.errors import UserError
 from ganbench.storage import atomic_write, read_json, write_json
 
 FINISHED = ("done", "diverged")
@@ -21,11 +31,17 @@ FINISHED = ("done", "diverged")
 STATUSES = ("pending", "running", "done", "diverged", "failed", "interrupted", "oom")
 
 
+class RunBusy(Exception):
+    """Another process holds a run's lock (it is training that run)."""
+
+
 @dataclass(frozen=True)
 class RunDirectory:
     """Paths of one run's files."""
 
     path: Path
+    on_warning: Callable[[str], None] | None = field(default=None, compare=False)
+    """Also told about every :meth:`warn` (the worker forwards them to the console)."""
 
     @property
     def config(self) -> Path:
@@ -55,17 +71,55 @@ class RunDirectory:
     def log(self) -> Path:
         return self.path / "log.txt"
 
+    @property
+    def output(self) -> Path:
+        """What the worker process printed (stdout and stderr): warnings, a crash's last words."""
+        return self.path / "output.txt"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
     def status(self) -> dict[str, Any]:
         """The run's status record; ``pending`` when none was written (or it is damaged)."""
-        return read_json(self.status_file) or {"status": "pending", "step": 0}
+        return self.read_status()[0]
+
+    def read_status(self) -> tuple[dict[str, Any], bool]:
+        """The status record and whether a status file exists but could not be read."""
+        record = read_json(self.status_file)
+        if isinstance(record, dict) and record.get("status") in STATUSES:
+            return record, False
+        return {"status": "pending", "step": 0}, self.status_file.exists()
 
     def write_status(self, status: str, **fields: Any) -> None:
         record = {**self.status(), **fields, "status": status, "updated": time.time()}
         write_json(self.status_file, record)
 
     def log_line(self, message: str) -> None:
-        with open(self.log, "a") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        """Append a timestamped line to ``log.txt`` (best effort: a full disk loses the line)."""
+        try:
+            with open(self.log, "a") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        except OSError:
+            pass
+
+    def warn(self, message: str) -> None:
+        """Log a problem found in the run's files (and how it was handled), and report it."""
+        self.log_line(f"warning: {message}")
+        if self.on_warning is not None:
+            self.on_warning(message)
+
+    @contextlib.contextmanager
+    def lock(self, wait_seconds: float = 0.0) -> Iterator[None]:
+        """Hold the run's lock while training it; raise :class:`RunBusy` if another process keeps it.
+
+        ``wait_seconds`` covers a worker of an interrupted grid that is still writing its
+        last checkpoint when the grid is started again.
+        """
+        with _exclusive_lock(self.lock_file, wait_seconds) as holder:
+            if holder is not None:
+                raise RunBusy(f"run {self.path.name} is being trained by {holder}")
+            yield
 
 
 def run_directory(out: Path, spec: RunSpec) -> RunDirectory:
@@ -113,3 +167,50 @@ def write_results(out: Path) -> Path:
     path = Path(out) / "results.csv"
     atomic_write(path, lambda handle: frame.to_csv(handle, index=False), binary=False)
     return path
+
+
+def _describe_holder(lock_file: Path) -> str:
+    try:
+        record = json.loads(lock_file.read_text())
+        return (f"process {record['pid']} on {record['host']} (started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['started']))})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_file: Path, wait_seconds: float = 0.0) -> Iterator[str | None]:
+    """Hold an flock on ``lock_file`` and write our process id into it.
+
+    Yields None once held, or a description of the holder when it could not be taken
+    within ``wait_seconds``. The kernel drops the lock when the process dies, even by
+    ``kill -9``, so a stale lock file never blocks anyone.
+    """
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield _describe_holder(lock_file)
+                    return
+                time.sleep(0.2)
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record.encode(), 0)
+        yield None
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def lock_output(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.lock`` for a whole ``ganbench run``; a second one on ``OUT`` is a one-line error."""
+    with _exclusive_lock(Path(out) / ".lock") as holder:
+        if holder is not None:
+            raise UserError(f"{out} is in use by another ganbench run, {holder}; wait for it to "
+                            "finish (or stop it), or choose another --out.")
+        yield

@@ -1,4 +1,4 @@
-"""Run a grid: check the data, skip finished runs, train the rest with progress, collect results."""
+"""Run a grid: lock the output, skip finished runs, hand the rest to an executor, show progress, collect."""
 
 from __future__ import annotations
 
@@ -9,27 +9,22 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ganbench.config import RunSpec
-from ganbench.devices import resolve_device
 from ganbench.errors import UserError
-from ganbench.ledger import FINISHED, RunDirectory, write_results
+from ganbench.executors import make_executor
+from ganbench.executors.base import STOP_FILE, RunOptions
+from ganbench.ledger import FINISHED, RunDirectory, lock_output, write_results
 from ganbench.registry import Registry
-from ganbench.storage import ensure_writable_directory
-from ganbench.train import Interrupted, load_real_data
-from ganbench.worker import execute_run
+from ganbench.storage import csv_problem, ensure_writable_directory, remove_temporaries
+from ganbench.train import load_real_data
 
+__all__ = ["GridSummary", "RunOptions", "StopRequest", "iter_statuses", "run_grid"]
 
-@dataclass
-class RunOptions:
-    """Where and how a grid runs (none of this changes a run's id)."""
-
-    out: Path
-    cache_dir: Path
-    data_dir: str | None = None
-    device: str = "auto"
-    quiet: bool = False
+QUIET_PROGRESS_SECONDS = 30.0
+"""With ``--quiet``, a running run's progress is printed at most this often."""
 
 
 @dataclass
@@ -73,92 +68,135 @@ def check_data(runs: list[RunSpec], registry: Registry, options: RunOptions, con
         seen.add(key)
         data = load_real_data(registry.get("dataset", spec.dataset), spec, options.data_dir, options.cache_dir)
         if data.note:
-            console.print(f"[yellow]note:[/yellow] {data.note}")
+            console.print(f"[yellow]note:[/yellow] {escape(data.note)}")
 
 
-@dataclass
 class _Progress:
-    """Overall grid progress plus the current run's step rate (rich), or plain lines."""
+    """The executor's reporter: the grid bar and each running run's step rate (rich), or plain
+    lines with ``--quiet``; rebuilds ``results.csv`` whenever a run ends."""
 
-    console: Console
-    total: int
-    quiet: bool
-    progress: Progress | None = None
-    grid_task: Any = None
-    run_task: Any = None
+    def __init__(self, console: Console, total: int, quiet: bool, out: Path) -> None:
+        self.console, self.total, self.quiet, self.out = console, total, quiet, out
+        self.display: Progress | None = None
+        self.grid_task: Any = None
+        self.run_tasks: dict[str, Any] = {}
+        self.started_at: dict[str, float] = {}
+        self.printed_at: dict[str, float] = {}
 
     def __enter__(self) -> "_Progress":
         if not self.quiet:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self.display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                                      console=self.console, transient=False)
-            self.progress.__enter__()
-            self.grid_task = self.progress.add_task("grid", total=self.total, rate="")
+            self.display.__enter__()
+            self.grid_task = self.display.add_task("grid", total=self.total, rate="")
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.progress:
-            self.progress.__exit__(*exc)
+        if self.display:
+            self.display.__exit__(*exc)
 
-    def start_run(self, spec: RunSpec) -> None:
-        if self.progress:
-            if self.run_task is not None:
-                self.progress.remove_task(self.run_task)
-            self.run_task = self.progress.add_task(spec.label, total=spec.steps, rate="")
+    def started(self, spec: RunSpec, where: str) -> None:
+        self.started_at[spec.run_id] = time.perf_counter()
+        if self.display:
+            if spec.run_id not in self.run_tasks:
+                self.run_tasks[spec.run_id] = self.display.add_task(
+                    escape(f"{spec.label} [{where}]"), total=spec.steps, rate="")
         else:
-            self.console.print(f"start {spec.label} ({spec.run_id})")
+            self.console.print(f"start {escape(spec.label)} ({spec.run_id}) on {escape(where)}", highlight=False)
 
-    def step(self, step: int, total: int, rate: float) -> None:
-        if self.progress:
-            self.progress.update(self.run_task, completed=step, rate=f"{rate:.1f} steps/s")
+    def progress_line_due(self, run_id: str) -> bool:
+        now = time.perf_counter()
+        if now - self.printed_at.get(run_id, self.started_at.get(run_id, now)) < QUIET_PROGRESS_SECONDS:
+            return False
+        self.printed_at[run_id] = now
+        return True
 
-    def end_run(self, spec: RunSpec, status: str, seconds: float) -> None:
-        if self.progress:
-            self.progress.advance(self.grid_task)
+    def progress(self, spec: RunSpec, step: int, total: int, rate: float) -> None:
+        if self.display:
+            task = self.run_tasks.get(spec.run_id)
+            if task is not None:
+                self.display.update(task, completed=step, rate=f"{rate:.1f} steps/s")
+        elif self.progress_line_due(spec.run_id):
+            self.console.print(f"  {escape(spec.label)}: step {step}/{total}, {rate:.1f} steps/s", highlight=False)
+
+    def warning(self, spec: RunSpec, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/yellow] {escape(spec.label)} ({spec.run_id}): {escape(message)}",
+                           highlight=False)
+
+    def finished(self, spec: RunSpec, status: str, error: str) -> None:
+        seconds = time.perf_counter() - self.started_at.get(spec.run_id, time.perf_counter())
+        if self.display:
+            task = self.run_tasks.pop(spec.run_id, None)
+            if task is not None:
+                self.display.remove_task(task)
+            self.display.advance(self.grid_task)
         else:
-            self.console.print(f"end {spec.label}: {status} in {seconds:.1f}s")
+            self.console.print(f"end {escape(spec.label)}: {status} in {seconds:.1f}s", highlight=False)
+        if error and status not in ("done", "interrupted"):
+            self.console.print(f"[red]{escape(spec.label)}: {status}[/red]: {escape(error)}", highlight=False)
+        try:
+            write_results(self.out)
+        except (OSError, UserError) as problem:
+            self.console.print(f"[yellow]warning:[/yellow] could not rebuild results.csv: {escape(str(problem))}")
+
+
+def _tidy_output(out: Path, console: Console) -> None:
+    """Clear what an interrupted grid left in ``OUT`` (under its lock) and report damaged files."""
+    (out / STOP_FILE).unlink(missing_ok=True)
+    remove_temporaries(out)
+    problem = csv_problem(out / "results.csv")
+    if problem:
+        console.print(f"[yellow]warning:[/yellow] {out / 'results.csv'} is damaged ({escape(problem)}); "
+                      "rebuilding it from the run directories.")
+        write_results(out)
+
+
+def _unfinished(runs: list[RunSpec], out: Path, summary: GridSummary, console: Console) -> list[RunSpec]:
+    """The runs that still need training; records the finished ones in ``summary``."""
+    pending = []
+    for spec in runs:
+        record, damaged = RunDirectory(out / "runs" / spec.run_id).read_status()
+        if damaged:
+            console.print(f"[yellow]warning:[/yellow] the status file of {escape(spec.label)} ({spec.run_id}) "
+                          "is damaged; the run resumes from its last checkpoint.")
+        if record["status"] in FINISHED:
+            summary.statuses[spec.run_id] = record["status"]
+            summary.skipped += 1
+        else:
+            pending.append(spec)
+    return pending
 
 
 def run_grid(runs: list[RunSpec], registry: Registry, options: RunOptions, console: Console) -> GridSummary:
     """Train every unfinished run of ``runs`` and rebuild ``results.csv``."""
-    ensure_writable_directory(options.out)
-    device = resolve_device(options.device)
-    check_data(runs, registry, options, console)
+    out = ensure_writable_directory(options.out)
     summary = GridSummary()
-    pending = []
-    for spec in runs:
-        status = RunDirectory(options.out / "runs" / spec.run_id).status()["status"]
-        if status in FINISHED:
-            summary.statuses[spec.run_id] = status
-            summary.skipped += 1
-        else:
-            pending.append(spec)
-    if summary.skipped:
-        console.print(f"{summary.skipped} of {len(runs)} runs already finished in {options.out}; skipping them.")
-    stop = StopRequest()
-    previous = stop.install()
-    try:
-        with _Progress(console, len(pending), options.quiet) as progress:
-            for spec in pending:
-                progress.start_run(spec)
-                started = time.perf_counter()
-                try:
-                    outcome = execute_run(spec, options.out, registry=registry, device=device,
-                                          data_dir=options.data_dir, cache_dir=options.cache_dir,
-                                          should_stop=stop, on_progress=progress.step)
-                except Interrupted:
-                    summary.interrupted = True
-                    summary.statuses[spec.run_id] = "interrupted"
-                    break
-                summary.statuses[spec.run_id] = outcome.status
-                progress.end_run(spec, outcome.status, time.perf_counter() - started)
-                if outcome.error:
-                    console.print(f"[red]{spec.label}: {outcome.status}[/red]: {outcome.error}")
-                write_results(options.out)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        write_results(options.out)
+    with lock_output(out):
+        executor = make_executor(options)
+        check_data(runs, registry, options, console)
+        _tidy_output(out, console)
+        pending = _unfinished(runs, out, summary, console)
+        if summary.skipped:
+            console.print(f"{summary.skipped} of {len(runs)} runs already finished in {out}; skipping them.")
+        stop = StopRequest()
+        try:
+            if pending:
+                console.print(executor.describe(), highlight=False)
+                with executor:  # Ray installs signal handlers of its own when it starts: ours go after
+                    previous = stop.install()
+                    try:
+                        with _Progress(console, len(pending), options.quiet, out) as progress:
+                            summary.statuses.update(executor.run(pending, progress, stop))
+                    finally:
+                        for sig, handler in previous.items():
+                            signal.signal(sig, handler)
+        finally:
+            (out / STOP_FILE).unlink(missing_ok=True)
+            write_results(out)
+        summary.interrupted = stop.requested
+        for spec in pending:  # not started (a stop came first): as the ledger has them
+            summary.statuses.setdefault(spec.run_id, RunDirectory(out / "runs" / spec.run_id).status()["status"])
     return summary
 
 

@@ -1,12 +1,15 @@
-"""Files on disk: atomic writes, append-only JSON lines, and the results table.
+"""Files on disk: atomic writes, append-only JSON lines, and the checks made on resume.
 
 Everything ganbench writes goes through here. A write lands whole or not at all
 (temporary file in the same directory, fsync, rename), so a crash or ``kill -9`` at any
-moment leaves the previous version of a file, never half of a new one.
+moment leaves the previous version of a file, never half of a new one. A full disk is a
+:class:`DiskFullError` that names the file, never a half-written one.
 """
 
 from __future__ import annotations
 
+import csv
+import errno
 import json
 import os
 import tempfile
@@ -15,20 +18,59 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ganbench.errors import UserError
 
+TEMPORARY_SUFFIX = ".tmp"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
-def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Create ``path`` through ``write(file)`` on a temporary file, then rename it into place."""
+
+class DiskFullError(UserError):
+    """The disk (or quota) filled up while ganbench wrote a file; the file was left as it was."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no space left on device while writing {path}; free some space, then run "
+                         "the same command again to resume")
+        self.path = Path(path)
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _new_file_mode() -> int:
+    """The permissions ``open()`` would give a new file (mkstemp's 0600 would hide results from
+    the other users of a shared results directory)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, *,
+                 keep_previous: Path | None = None) -> None:
+    """Create ``path`` through ``write(file)`` on a temporary file, then rename it into place.
+
+    With ``keep_previous``, the file being replaced is first renamed to that path, so the
+    last two versions survive (a checkpoint and the one before it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=TEMPORARY_SUFFIX)
     try:
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb" if binary else "w") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:
+            raise DiskFullError(path) from error
         raise
     _fsync_directory(path.parent)
 
@@ -46,6 +88,20 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def remove_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes left in ``directory``.
+
+    Only call this while no other process writes there (under the run's or the output
+    directory's lock). Returns what was removed.
+    """
+    removed = []
+    for candidate in Path(directory).glob(f".*{TEMPORARY_SUFFIX}"):
+        if candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
@@ -61,29 +117,44 @@ def read_json(path: Path) -> Any | None:
 
 
 def append_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """Append one JSON line per record and fsync."""
+    """Append one JSON line per record and fsync; on a failure the file is cut back to its old end."""
     lines = "".join(json.dumps(record, sort_keys=True, default=str) + "\n" for record in records)
     if not lines:
         return
     with open(path, "a") as handle:
-        handle.write(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
+        end = handle.tell()
+        try:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError as error:
+            try:
+                handle.truncate(end)
+            except OSError:
+                pass  # the reader skips a torn last line
+            if error.errno in _DISK_FULL:
+                raise DiskFullError(Path(path)) from error
+            raise
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Return the records of a JSON-lines file and how many damaged lines were skipped."""
     records, damaged = [], 0
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
         return [], 0
     for line in text.splitlines():
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
+            damaged += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
             damaged += 1
     return records, damaged
 
@@ -92,6 +163,24 @@ def rewrite_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Atomically replace a JSON-lines file with ``records``."""
     text = "".join(json.dumps(record, sort_keys=True, default=str) + "\n" for record in records)
     atomic_write(path, lambda handle: handle.write(text), binary=False)
+
+
+def csv_problem(path: Path) -> str | None:
+    """Say what is wrong with a CSV table (unreadable, ragged rows), or None when it is intact or absent."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        return f"unreadable ({type(error).__name__})"
+    if not rows or not rows[0]:
+        return "empty"
+    width = len(rows[0])
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != width:
+            return f"line {number} has {len(row)} fields, the header {width}"
+    return None
 
 
 def ensure_writable_directory(path: Path) -> Path:

@@ -3,40 +3,92 @@
 Whatever happens inside a run (a diverged loss, a plugin that raises, out of memory) ends
 as a status in the run's ``status.json``; nothing escapes to stop the rest of the grid,
 except an interruption, which is recorded and re-raised so the launcher can stop.
+
+Executors do not call :func:`execute_run` in their own process: each run gets a worker
+process, ``python -m ganbench.worker``, which reads a :class:`Job` (JSON) on stdin, calls
+:func:`execute_run` and reports events (JSON lines: ``started``, ``progress``,
+``warning``, ``end``) on the pipe named by ``events_fd``. A crash, an out-of-memory kill or
+``kill -9`` of a worker therefore costs that run alone. Workers ignore SIGINT (Ctrl-C
+reaches the launcher, which forwards a SIGTERM); SIGTERM, or the launcher dying, makes a
+worker checkpoint its run, mark it ``interrupted`` and exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 import torch
 
 from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.ledger import RunDirectory, run_directory
+from ganbench.ledger import RunBusy, RunDirectory, run_directory
 from ganbench.registry import Registry
+from ganbench.storage import remove_temporaries
 from ganbench.train import Interrupted, Outcome, train_run
+
+RUN_LOCK_WAIT_SECONDS = 120.0
+"""How long a worker waits for a run that another (dying) worker still holds."""
+PARENT_CHECK_SECONDS = 1.0
 
 
 def execute_run(spec: RunSpec, out: Path, *, registry: Registry, device: torch.device,
                 data_dir: str | None, cache_dir: Path,
                 should_stop: Callable[[], bool] = lambda: False,
-                on_progress: Callable[[int, int, float], None] = lambda step, total, rate: None) -> Outcome:
-    """Train and evaluate ``spec`` under ``out/runs/<id>/``; record and return the outcome."""
-    directory: RunDirectory = run_directory(out, spec)
-    directory.log_line(f"start {spec.label} on {device}")
+                on_progress: Callable[[int, int, float], None] = lambda step, total, rate: None,
+                interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+                on_warning: Callable[[str], None] | None = None,
+                placement: Mapping[str, Any] | None = None) -> Outcome:
+    """Train and evaluate ``spec`` under ``out/runs/<id>/``; record and return the outcome.
+
+    ``interruptible()`` wraps the phases that may be cut short by a stop request (sampling
+    and evaluation); ``on_warning`` hears about damaged files found on resume;
+    ``placement`` (slot, GPU, attempt...) is stored in the final status.
+    """
+    directory = dataclasses.replace(run_directory(out, spec), on_warning=on_warning)
+    try:
+        with directory.lock(wait_seconds=RUN_LOCK_WAIT_SECONDS):
+            return _execute_locked(spec, directory, registry=registry, device=device, data_dir=data_dir,
+                                   cache_dir=cache_dir, should_stop=should_stop, on_progress=on_progress,
+                                   interruptible=interruptible, placement=dict(placement or {}))
+    except RunBusy as busy:  # never write the status of a run another process is training
+        return Outcome("running", directory.status().get("step", 0), 0.0, error=str(busy))
+
+
+def _execute_locked(spec: RunSpec, directory: RunDirectory, *, registry: Registry, device: torch.device,
+                    data_dir: str | None, cache_dir: Path, should_stop: Callable[[], bool],
+                    on_progress: Callable[[int, int, float], None],
+                    interruptible: Callable[[], ContextManager[None]], placement: dict[str, Any]) -> Outcome:
+    removed = remove_temporaries(directory.path)
+    if removed:
+        directory.log_line(f"removed {len(removed)} temporary file(s) of an interrupted write: "
+                           f"{', '.join(path.name for path in removed)}")
+    where = ", ".join(f"{key} {value}" for key, value in placement.items() if value not in (None, ""))
+    directory.log_line(f"start {spec.label} on {device}" + (f" ({where})" if where else ""))
+    started = time.time()
     try:
         outcome = train_run(spec, directory, registry=registry, device=device, data_dir=data_dir,
-                            cache_dir=cache_dir, should_stop=should_stop, on_progress=on_progress)
+                            cache_dir=cache_dir, should_stop=should_stop, on_progress=on_progress,
+                            interruptible=interruptible)
     except Interrupted as stop:
         directory.log_line(f"interrupted: {stop}")
-        directory.write_status("interrupted", error=str(stop))
+        with contextlib.suppress(OSError, UserError):
+            directory.write_status("interrupted", error=str(stop),
+                                   placement={**placement, "started": started, "ended": time.time()})
         raise
     except torch.cuda.OutOfMemoryError as error:
         outcome = Outcome("oom", directory.status().get("step", 0), 0.0, error=_one_line(error))
-    except UserError as error:
+    except UserError as error:  # bad data, a full disk: the message says what to do
         outcome = Outcome("failed", directory.status().get("step", 0), 0.0, error=str(error))
     except Exception as error:  # a bug in a plugin or in ganbench: record it, keep the grid going
         directory.log_line(traceback.format_exc())
@@ -44,13 +96,164 @@ def execute_run(spec: RunSpec, out: Path, *, registry: Registry, device: torch.d
                           error=f"{type(error).__name__}: {_one_line(error)}")
     directory.log_line(f"end: {outcome.status} at step {outcome.step} {outcome.error}".rstrip())
     fields = {"step": outcome.step, "error": outcome.error, "metrics": outcome.metrics,
-              "protocol": outcome.protocol}
+              "protocol": outcome.protocol,
+              "placement": {**placement, "started": started, "ended": time.time()}}
     if outcome.wall_seconds:
         fields["wall_seconds"] = outcome.wall_seconds
-    directory.write_status(outcome.status, **fields)
+    try:
+        directory.write_status(outcome.status, **fields)
+    except (OSError, UserError) as error:  # the launcher writes it (see the worker's "end" event)
+        directory.log_line(f"could not record the status: {error}")
     return outcome
 
 
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+# --- the worker process -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker process is given: one run, where to write it, and where to train it."""
+
+    spec: RunSpec
+    out: str
+    cache_dir: str
+    data_dir: str | None = None
+    device: str = "cpu"
+    """As the worker sees it: ``cpu`` or ``cuda:0`` (its GPU is its only visible one)."""
+    threads: int = 1
+    disabled: tuple[str, ...] = ()
+    """``--disable-plugin`` values, so the worker sees the same plugins as the launcher."""
+    placement: Mapping[str, Any] = field(default_factory=dict)
+    """Recorded in the run's status: executor, slot or node, GPU, attempt."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_json(), "out": self.out, "cache_dir": self.cache_dir,
+                "data_dir": self.data_dir, "device": self.device, "threads": self.threads,
+                "disabled": list(self.disabled), "placement": dict(self.placement)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Job":
+        return cls(spec=RunSpec.from_json(data["spec"]), out=data["out"], cache_dir=data["cache_dir"],
+                   data_dir=data.get("data_dir"), device=data.get("device", "cpu"),
+                   threads=int(data.get("threads", 1)), disabled=tuple(data.get("disabled", ())),
+                   placement=dict(data.get("placement", {})))
+
+
+class _Events:
+    """JSON lines to the launcher; a launcher that went away is not the run's problem."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.handle = os.fdopen(fd, "w", buffering=1) if fd is not None else None
+
+    def send(self, event: str, **fields: Any) -> None:
+        if self.handle is None:
+            return
+        try:
+            self.handle.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+        except (OSError, ValueError):
+            self.handle = None
+
+
+class _StopFlag:
+    """The worker's view of SIGTERM: a flag the training loop polls between steps, and an
+    immediate :class:`Interrupted` inside :meth:`interruptible` phases (evaluation, sampling),
+    which may run for minutes in plugin code that never polls anything."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._depth = 0
+        self._raised = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self._depth and not self._raised:
+            self._raised = True
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} during evaluation or sampling")
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.requested and not self._raised:
+            self._raised = True
+            raise Interrupted("stopped before evaluation or sampling")
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+
+def _watch_parent(parent: int) -> None:
+    """Stop politely when the launcher dies (``kill -9`` of the launcher alone)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="ganbench-parent-watch", daemon=True).start()
+
+
+def _device(job: Job, warn: Callable[[str], None]) -> torch.device:
+    device = torch.device(job.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        # Ray can hand out GPUs torch cannot use (a fake GPU resource, a driver problem).
+        warn(f"this run was given GPU {job.placement.get('gpu')} but torch sees no CUDA device; "
+             "training on the CPU")
+        return torch.device("cpu")
+    return device
+
+
+def main() -> int:
+    """``python -m ganbench.worker``: run the job on stdin; exit 0 when an ``end`` event was sent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = _StopFlag()
+    signal.signal(signal.SIGTERM, stop.handle)
+    _watch_parent(os.getppid())
+    data = json.load(sys.stdin)
+    events = _Events(data.get("events_fd"))
+    job = Job.from_json(data)
+    events.send("started", pid=os.getpid())
+    torch.set_num_threads(job.threads)
+    with contextlib.suppress(RuntimeError):  # already set by an earlier parallel region
+        torch.set_num_interop_threads(job.threads)
+
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+        events.send("warning", message=message)
+
+    directory = RunDirectory(Path(job.out) / "runs" / job.spec.run_id)
+    try:
+        from ganbench.registry import get_registry
+
+        device = _device(job, warn)
+        outcome = execute_run(job.spec, Path(job.out), registry=get_registry(job.disabled), device=device,
+                              data_dir=job.data_dir, cache_dir=Path(job.cache_dir), should_stop=stop,
+                              on_progress=lambda step, total, rate: events.send(
+                                  "progress", step=step, total=total, rate=rate),
+                              interruptible=stop.interruptible, on_warning=warn,
+                              placement={**job.placement, "device": str(device), "threads": job.threads})
+    except Interrupted as interruption:
+        events.send("end", status="interrupted", step=directory.status().get("step", 0),
+                    error=str(interruption), recorded=directory.status().get("status") == "interrupted")
+        return 0
+    except BaseException as error:  # noqa: BLE001 - outside execute_run: say so, let the launcher record it
+        traceback.print_exc()
+        events.send("end", status="failed", step=directory.status().get("step", 0),
+                    error=f"{type(error).__name__}: {_one_line(error)}", recorded=False)
+        return 0
+    recorded = outcome.status == "running" or directory.status().get("status") == outcome.status
+    events.send("end", status=outcome.status, step=outcome.step, error=outcome.error,
+                wall_seconds=outcome.wall_seconds, recorded=recorded)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

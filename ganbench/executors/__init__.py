@@ -1,0 +1,28 @@
+"""Executors: how a grid's runs are spread over worker processes.
+
+``local`` runs one worker process per slot of this machine (a GPU, a share of a GPU, or a
+share of the CPU cores); ``ray`` runs each run as a Ray core task on a Ray cluster. Both
+start the same worker process (:mod:`ganbench.worker`) for each run and share the
+retry-and-record rules of :mod:`ganbench.executors.base`, so a run ends the same way, with
+the same files, whichever executor ran it.
+"""
+
+from __future__ import annotations
+
+from ganbench.errors import UserError
+from ganbench.executors.base import Executor, RunOptions
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(options: RunOptions) -> Executor:
+    """The executor ``options.executor`` names; a UserError names the choices or the missing package."""
+    if options.executor == "local":
+        from ganbench.executors.local import LocalExecutor
+
+        return LocalExecutor(options)
+    if options.executor == "ray":
+        from ganbench.executors.ray import RayExecutor
+
+        return RayExecutor(options)
+    raise UserError(f"unknown executor '{options.executor}'; choose one of {', '.join(EXECUTORS)}.")

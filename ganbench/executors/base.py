@@ -1,0 +1,190 @@
+"""What every executor shares: the grid's options, how an attempt ended, and what to do next.
+
+An executor starts one worker process per attempt at a run and hands back a
+:class:`WorkerResult`. :class:`GridState` decides the rest the same way for every
+executor: a worker that reported an ``end`` event is settled (its Python errors are not
+retried: they would fail the same way again); a worker that died without one (killed,
+``os._exit``, a segfault, a lost Ray node) is tried again up to ``retries`` times and then
+recorded as ``failed`` with how it died.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+from ganbench.config import RunSpec
+from ganbench.errors import UserError
+from ganbench.ledger import FINISHED, RunDirectory
+
+STOP_FILE = ".stop"
+"""``OUT/.stop``: created when the grid is asked to stop, for workers on other machines (Ray)."""
+OUTPUT_TAIL_CHARACTERS = 2000
+
+
+@dataclass
+class RunOptions:
+    """Where and how a grid runs (none of this changes a run's id)."""
+
+    out: Path
+    cache_dir: Path
+    data_dir: str | None = None
+    device: str = "auto"
+    quiet: bool = False
+    executor: str = "local"
+    address: str | None = None
+    """Ray: the cluster to connect to; None starts a local Ray instance."""
+    workers: int | None = None
+    """CPU runs at once (the cores are divided between them)."""
+    gpus: list[int] | None = None
+    """Local: the GPUs to use (torch indices); None: all visible ones."""
+    runs_per_gpu: int = 1
+    retries: int = 1
+    """How often a run whose worker died is tried again."""
+    disabled: tuple[str, ...] = ()
+    """``--disable-plugin`` values, passed on to every worker."""
+
+
+@dataclass
+class WorkerResult:
+    """How one attempt at a run ended, as seen by its launcher."""
+
+    end: dict[str, Any] | None
+    """The worker's ``end`` event (status, step, error, recorded), None when it died first."""
+    exit_code: int | None = None
+    """The process's exit status (negative: killed by that signal); None when unknown."""
+    output_tail: str = ""
+    problem: str = ""
+    """What the executor saw instead of an exit (a Ray error), if anything."""
+    warnings: list[str] = field(default_factory=list)
+
+    def death(self) -> str:
+        """A sentence on how the worker died, with its last words."""
+        if self.problem:
+            how = self.problem
+        elif self.exit_code is not None and self.exit_code < 0:
+            how = f"killed by {_signal_name(-self.exit_code)}"
+        elif self.exit_code is not None:
+            how = f"exited with code {self.exit_code} without reporting an end"
+        else:
+            how = "vanished"
+        last = [line for line in self.output_tail.strip().splitlines() if line.strip()]
+        return how + (f"; its last output: {last[-1].strip()}" if last else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"end": self.end, "exit_code": self.exit_code, "output_tail": self.output_tail,
+                "problem": self.problem, "warnings": self.warnings}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WorkerResult":
+        return cls(end=data.get("end"), exit_code=data.get("exit_code"), output_tail=data.get("output_tail", ""),
+                   problem=data.get("problem", ""), warnings=list(data.get("warnings", [])))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class Reporter(Protocol):
+    """What an executor tells the progress display."""
+
+    def started(self, spec: RunSpec, where: str) -> None: ...
+
+    def progress(self, spec: RunSpec, step: int, total: int, rate: float) -> None: ...
+
+    def warning(self, spec: RunSpec, message: str) -> None: ...
+
+    def finished(self, spec: RunSpec, status: str, error: str) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs a grid's pending runs; see :mod:`ganbench.executors`.
+
+    Used as a context manager around :meth:`run`: entering connects to whatever the
+    executor needs (a Ray cluster) before the launcher installs its signal handlers, and
+    leaving releases it, stopping whatever still runs.
+    """
+
+    def __enter__(self) -> "Executor": ...
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+    def describe(self) -> str:
+        """One line on where the runs go (shown before they start)."""
+        ...
+
+    def run(self, specs: list[RunSpec], reporter: Reporter, stop: Callable[[], bool]) -> dict[str, str]:
+        """Train ``specs`` until done or ``stop()``; return ``run_id -> status`` of those that ended."""
+        ...
+
+
+class GridState:
+    """The runs still to start, their attempts, and the statuses of those that ended."""
+
+    def __init__(self, specs: list[RunSpec], options: RunOptions, reporter: Reporter) -> None:
+        self.queue: deque[tuple[RunSpec, int]] = deque((spec, 1) for spec in specs)
+        self.options = options
+        self.reporter = reporter
+        self.statuses: dict[str, str] = {}
+
+    def has_pending(self) -> bool:
+        return bool(self.queue)
+
+    def next(self) -> tuple[RunSpec, int]:
+        """The next run to start and its attempt number (1 for the first)."""
+        return self.queue.popleft()
+
+    def directory(self, spec: RunSpec) -> RunDirectory:
+        return RunDirectory(Path(self.options.out) / "runs" / spec.run_id)
+
+    def settle(self, spec: RunSpec, attempt: int, result: WorkerResult, stopping: bool) -> None:
+        """Record how an attempt ended, or queue the run again when its worker died."""
+        for message in result.warnings:
+            self.reporter.warning(spec, message)
+        directory = self.directory(spec)
+        if result.end is not None:
+            status, error = result.end.get("status", "failed"), result.end.get("error", "")
+            if not result.end.get("recorded", True):
+                self._record(spec, directory, status, step=result.end.get("step", 0), error=error)
+        elif directory.status().get("status") in FINISHED:  # it died after recording its end
+            status, error = directory.status()["status"], directory.status().get("error", "")
+        elif stopping:
+            status, error = "interrupted", f"the worker process was stopped: {result.death()}"
+            self._record(spec, directory, status, error=error)
+        elif attempt <= self.options.retries:
+            directory.log_line(f"worker process died ({result.death()}); trying again")
+            self.reporter.warning(spec, f"the worker process died ({result.death()}); trying again "
+                                        f"(attempt {attempt + 1} of {self.options.retries + 1})")
+            self.queue.append((spec, attempt + 1))
+            return
+        else:
+            status = "failed"
+            error = f"the worker process died on each of {attempt} attempt(s); last: {result.death()}"
+            self._record(spec, directory, status, error=error, attempts=attempt)
+        self.statuses[spec.run_id] = status
+        self.reporter.finished(spec, status, error)
+
+    def _record(self, spec: RunSpec, directory: RunDirectory, status: str, **fields: Any) -> None:
+        directory.log_line(f"end: {status} {fields.get('error', '')}".rstrip())
+        try:
+            directory.write_status(status, **fields)
+        except (OSError, UserError) as error:
+            self.reporter.warning(spec, f"could not record status {status!r} in {directory.status_file}: {error}")
+
+
+def output_tail(path: Path) -> str:
+    """The end of a worker's output file (where a crash's traceback lands)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - OUTPUT_TAIL_CHARACTERS))
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,99 @@
+"""The local executor: one worker process per slot of this machine, each pinned to its device.
+
+Slots come from :func:`ganbench.devices.plan_slots`: every selected GPU (or
+``runs_per_gpu`` shares of it), or ``workers`` shares of the CPU cores. A free slot takes
+the next run; the worker sees only its GPU (``CUDA_VISIBLE_DEVICES``) and uses the slot's
+thread count. When the grid is asked to stop, every worker gets a SIGTERM (it checkpoints
+and exits); if this process is interrupted again, they are killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ganbench.config import RunSpec
+from ganbench.devices import Slot, cpu_cores, plan_slots, visible_gpus
+from ganbench.errors import UserError
+from ganbench.executors.base import GridState, Reporter, RunOptions
+from ganbench.executors.process import WorkerProcess
+from ganbench.worker import Job
+
+KILL_WAIT_SECONDS = 10.0
+
+
+class LocalExecutor:
+    """Runs a grid on this machine's GPUs or CPU cores (see the module docstring)."""
+
+    def __init__(self, options: RunOptions, slots: list[Slot] | None = None) -> None:
+        self.options = options
+        self.slots = slots if slots is not None else plan_slots(
+            device=options.device, gpus=options.gpus, runs_per_gpu=options.runs_per_gpu,
+            workers=options.workers, available_gpus=visible_gpus(), cores=cpu_cores())
+
+    def __enter__(self) -> "LocalExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def describe(self) -> str:
+        slot = self.slots[0]
+        where = "GPU(s)" if slot.gpu is not None else "the CPU"
+        return (f"{len(self.slots)} worker(s) on {where}, {slot.threads} torch thread(s) each: "
+                f"{', '.join(s.name for s in self.slots)}")
+
+    def _job(self, spec: RunSpec, slot: Slot, attempt: int) -> Job:
+        return Job(spec=spec, out=str(Path(self.options.out).resolve()),
+                   cache_dir=str(Path(self.options.cache_dir).resolve()), data_dir=self.options.data_dir,
+                   device=slot.device, threads=slot.threads, disabled=tuple(self.options.disabled),
+                   placement={"executor": "local", "slot": slot.name, "gpu": slot.gpu, "attempt": attempt})
+
+    def run(self, specs: list[RunSpec], reporter: Reporter, stop: Callable[[], bool]) -> dict[str, str]:
+        state = GridState(specs, self.options, reporter)
+        free = list(self.slots)
+        running: dict[WorkerProcess, tuple[Slot, RunSpec, int]] = {}
+        stopping = False
+        try:
+            while state.has_pending() or running:
+                if stop() and not stopping:
+                    stopping = True
+                    for worker in running:
+                        worker.terminate()
+                while free and state.has_pending() and not stopping:
+                    spec, attempt = state.next()
+                    slot = free.pop(0)
+                    env = {"CUDA_VISIBLE_DEVICES": slot.gpu} if slot.gpu is not None else {}
+                    worker = WorkerProcess(self._job(spec, slot, attempt), env=env)
+                    running[worker] = (slot, spec, attempt)
+                    reporter.started(spec, slot.name)
+                if not running:
+                    break
+                select.select(list(running), [], [], 0.25)
+                for worker, (slot, spec, attempt) in list(running.items()):
+                    for event in worker.read_events():
+                        if event.get("event") == "progress":
+                            reporter.progress(spec, event["step"], event["total"], event["rate"])
+                        elif event.get("event") == "warning":
+                            reporter.warning(spec, event.get("message", ""))
+                    if worker.poll() is not None:
+                        del running[worker]
+                        state.settle(spec, attempt, worker.result(), stopping)
+                        free.append(slot)
+                        free.sort(key=self.slots.index)
+        finally:
+            if running:  # interrupted a second time, or a bug: leave no worker behind
+                for worker in running:
+                    worker.kill()
+                deadline = time.monotonic() + KILL_WAIT_SECONDS
+                for worker, (slot, spec, attempt) in running.items():
+                    try:
+                        worker.process.wait(max(0.1, deadline - time.monotonic()))
+                    except Exception:  # noqa: BLE001 - best effort on the way out
+                        continue
+                    with contextlib.suppress(OSError, UserError):
+                        state.directory(spec).write_status("interrupted", error="killed by a second interrupt")
+        return state.statuses

@@ -1,0 +1,173 @@
+"""The Ray executor: each run of the grid is one Ray core task (not Ray Tune).
+
+A task asks Ray for the run's resources (:func:`ganbench.devices.plan_ray_tasks`:
+a fraction of a GPU when packing) and then starts the same worker process as the local
+executor on its node, so the run's files, statuses and interruption behave exactly as
+locally. This assumes ``OUT`` (and the cache directory) is on a filesystem every node
+sees at the same path; the driver reads the results from there.
+
+Ray's own failures (a lost node, a killed task) reach :class:`GridState` as a worker that
+died: tried again, or recorded as failed. A stop request creates ``OUT/.stop``, which every
+task polls and answers by stopping its worker politely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ganbench.config import RunSpec
+from ganbench.devices import TaskResources, plan_ray_tasks
+from ganbench.errors import UserError
+from ganbench.executors.base import STOP_FILE, GridState, Reporter, RunOptions, WorkerResult
+from ganbench.executors.process import WorkerProcess, follow
+from ganbench.storage import read_json, write_json
+from ganbench.worker import Job
+
+PROGRESS_FILE = "progress.json"
+"""``runs/<id>/progress.json``: a running task's latest progress, read by the driver, removed at the end."""
+PROGRESS_SECONDS = 2.0
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a UserError that says what to install."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray, which is not installed; install it with "
+                        "pip install 'ganbench[ray]'.") from None
+    return ray
+
+
+def run_task(job_data: dict[str, Any]) -> dict[str, Any]:
+    """The body of one Ray task: run the job's worker process on this node, return how it ended."""
+    import ray
+
+    gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]  # Ray also set CUDA_VISIBLE_DEVICES to these
+    placement = {**job_data.get("placement", {}), "node": ray.util.get_node_ip_address(),
+                 "gpu": ",".join(gpu_ids) or None}
+    job = Job.from_json({**job_data, "device": "cuda:0" if gpu_ids else "cpu", "placement": placement})
+    stop_file = Path(job.out) / STOP_FILE
+    progress_file = Path(job.out) / "runs" / job.spec.run_id / PROGRESS_FILE
+    warnings: list[str] = []
+    last_progress = [0.0]
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "warning":
+            warnings.append(event.get("message", ""))
+        elif event.get("event") == "progress" and time.monotonic() - last_progress[0] > PROGRESS_SECONDS:
+            last_progress[0] = time.monotonic()
+            with contextlib.suppress(OSError, UserError):
+                write_json(progress_file, event)
+
+    worker = WorkerProcess(job)
+    try:
+        result = follow(worker, should_stop=stop_file.exists, on_event=on_event)
+    finally:
+        if worker.poll() is None:  # the task was cancelled: let the worker checkpoint, briefly
+            worker.terminate()
+            with contextlib.suppress(Exception):
+                worker.process.wait(30)
+            worker.kill()
+        progress_file.unlink(missing_ok=True)
+    result.warnings = warnings
+    return result.to_json()
+
+
+class RayExecutor:
+    """Runs a grid as Ray tasks (see the module docstring)."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.ray = import_ray()
+        self.started_here = False
+        self.in_flight: dict[Any, tuple[RunSpec, int]] = {}
+
+    def __enter__(self) -> "RayExecutor":
+        self.started_here = self._connect()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for ref in self.in_flight:  # interrupted a second time: leave no task behind
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+        self.in_flight.clear()
+        if self.started_here:
+            self.ray.shutdown()
+
+    def describe(self) -> str:
+        where = f"the Ray cluster at {self.options.address}" if self.options.address else "a local Ray instance"
+        return f"Ray tasks on {where}"
+
+    def _connect(self) -> bool:
+        """Connect to (or start) Ray; True when this process started it."""
+        ray = self.ray
+        if ray.is_initialized():
+            return False
+        if self.options.address:
+            ray.init(address=self.options.address, log_to_driver=False, logging_level=logging.WARNING)
+            return False
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        return True
+
+    def _plan(self) -> tuple[TaskResources, int]:
+        """Each task's resources, and how many tasks the cluster runs at once."""
+        cluster = self.ray.cluster_resources()
+        cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+        largest = max((float(node.get("Resources", {}).get("CPU", 0)) for node in self.ray.nodes()
+                       if node.get("Alive")), default=cpus)
+        resources = plan_ray_tasks(device=self.options.device, gpus=self.options.gpus,
+                                   runs_per_gpu=self.options.runs_per_gpu, workers=self.options.workers,
+                                   cluster_cpus=cpus, cluster_gpus=gpus, largest_node_cpus=largest)
+        capacity = int(cpus // resources.num_cpus) if resources.num_cpus else 1
+        if resources.num_gpus:
+            capacity = min(capacity, int(round(gpus * self.options.runs_per_gpu)))
+        return resources, max(1, capacity)
+
+    def _job(self, spec: RunSpec, resources: TaskResources, attempt: int) -> Job:
+        return Job(spec=spec, out=str(Path(self.options.out).resolve()),
+                   cache_dir=str(Path(self.options.cache_dir).resolve()), data_dir=self.options.data_dir,
+                   threads=resources.threads, disabled=tuple(self.options.disabled),
+                   placement={"executor": "ray", "attempt": attempt})
+
+    def run(self, specs: list[RunSpec], reporter: Reporter, stop: Callable[[], bool]) -> dict[str, str]:
+        ray, in_flight = self.ray, self.in_flight
+        stop_file = Path(self.options.out) / STOP_FILE
+        resources, capacity = self._plan()
+        task = ray.remote(run_task).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
+                                            max_retries=0)
+        state = GridState(specs, self.options, reporter)
+        stopping, shown = False, 0.0
+        while state.has_pending() or in_flight:
+            if stop() and not stopping:
+                stopping = True
+                stop_file.touch()
+            while state.has_pending() and len(in_flight) < capacity and not stopping:
+                spec, attempt = state.next()
+                in_flight[task.remote(self._job(spec, resources, attempt).to_json())] = (spec, attempt)
+                reporter.started(spec, "ray")
+            if not in_flight:
+                break
+            done, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0.5)
+            for ref in done:
+                spec, attempt = in_flight.pop(ref)
+                state.settle(spec, attempt, self._result(ref), stopping)
+            if time.monotonic() - shown > PROGRESS_SECONDS:
+                shown = time.monotonic()
+                for spec, _ in in_flight.values():
+                    event = read_json(Path(self.options.out) / "runs" / spec.run_id / PROGRESS_FILE)
+                    if isinstance(event, dict) and "step" in event:
+                        reporter.progress(spec, event["step"], event.get("total", spec.steps),
+                                          event.get("rate", 0.0))
+        return state.statuses
+
+    def _result(self, ref: Any) -> WorkerResult:
+        try:
+            return WorkerResult.from_json(self.ray.get(ref))
+        except self.ray.exceptions.RayError as error:
+            lines = str(error).strip().splitlines()
+            return WorkerResult(end=None, problem=f"Ray reported {type(error).__name__}"
+                                                  + (f": {lines[0]}" if lines else ""))
