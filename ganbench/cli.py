@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ganbench import __version__
@@ -41,6 +43,16 @@ def _sets(pairs: tuple[str, ...]) -> dict[str, list[str]]:
             raise UserError(f"--set {pair!r}: write key=value or key=v1,v2 (for example --set lr=1e-4,2e-4).")
         sets[key.strip()] = _list(values)
     return sets
+
+
+def _gpu_list(text: str | None) -> list[int] | None:
+    items = _list(text)
+    if not items:
+        return None
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise UserError(f"--gpus {text!r}: give GPU indices separated by commas, like 0,2.") from None
 
 
 def default_cache_dir() -> Path:
@@ -86,14 +98,29 @@ def _registry(context: click.Context):
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Downloads, extractors and real-data statistics (default: ~/.cache/ganbench).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--quiet", is_flag=True, help="Plain log lines instead of live progress.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: worker processes on this machine; ray: Ray tasks (pip install 'ganbench[ray]').")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="Ray cluster to use with --executor ray (default: start a local Ray instance).")
+@click.option("--workers", type=int, default=None, metavar="N",
+              help="CPU runs at once, the cores divided between them (default 1; Ray: 1 CPU per run).")
+@click.option("--gpus", default=None, metavar="0,2", help="GPUs to use (default: every visible GPU).")
+@click.option("--runs-per-gpu", type=int, default=1, show_default=True, metavar="K",
+              help="Pack K runs on each GPU.")
+@click.option("--retries", type=int, default=1, show_default=True, metavar="N",
+              help="Times a run is tried again when its worker process dies (not on Python errors).")
+@click.option("--quiet", is_flag=True, help="Plain log lines instead of live progress (for CI and batch jobs).")
 @click.pass_context
 def run(context: click.Context, grid_file: str | None, preset: str | None, sets: tuple[str, ...],
-        out: str, data_dir: str | None, cache_dir: str | None, device: str, quiet: bool, **flags) -> None:
+        out: str, data_dir: str | None, cache_dir: str | None, device: str, executor: str,
+        address: str | None, workers: int | None, gpus: str | None, runs_per_gpu: int, retries: int,
+        quiet: bool, **flags) -> None:
     """Train and evaluate every run of a grid; finished runs are skipped, unfinished ones resume.
 
     With no grid file, preset or axis flags this runs the offline `quickstart` preset.
-    Each flag replaces its axis of the grid file or preset.
+    Each flag replaces its axis of the grid file or preset. Each run trains in its own
+    worker process; Ctrl-C checkpoints the running runs (twice: stop at once), and the
+    same command again resumes them.
     """
     from ganbench.grid import expand, load_grid_file, load_preset
     from ganbench.runner import RunOptions, iter_statuses, run_grid
@@ -114,16 +141,37 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     grid.sets = {**grid.sets, **_sets(sets)}
     registry = _registry(context)
     runs = expand(grid, registry)
-    console = Console(stderr=False)
+    console = Console(stderr=False, soft_wrap=quiet)  # --quiet: one line per message, never wrapped
+    if retries < 0:
+        raise UserError(f"--retries {retries}: give 0 or more.")
+    if address and executor != "ray":
+        raise UserError("--address names a Ray cluster; add --executor ray.")
     options = RunOptions(out=Path(out), cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                          data_dir=data_dir or os.environ.get("GANBENCH_DATA_DIR") or None,
-                         device=device, quiet=quiet)
+                         device=device, quiet=quiet, executor=executor, address=address, workers=workers,
+                         gpus=_gpu_list(gpus), runs_per_gpu=runs_per_gpu, retries=retries,
+                         disabled=tuple(context.obj.get("disabled", ())) if context.obj else ())
     console.print(f"ganbench {__version__}: {len(runs)} run(s) -> {options.out}")
-    summary = run_grid(runs, registry, options, console)
+    resume = "to resume, run the same command again: " + shlex.join(["ganbench", *sys.argv[1:]])
+    try:
+        summary = run_grid(runs, registry, options, console)
+    except KeyboardInterrupt:
+        print(f"ganbench: stopped at once (the running runs lose the steps since their last "
+              f"checkpoint); {resume}", file=sys.stderr)
+        context.exit(130)
     counts = ", ".join(f"{count} {status}" for status, count in iter_statuses(summary))
     console.print(f"results: {options.out / 'results.csv'} ({counts})")
+    if summary.statuses and not summary.interrupted:
+        from ganbench.report import write_report
+
+        try:
+            report_dir = write_report([options.out], console)
+            console.print(f"report: {report_dir}")
+        except Exception as error:  # the results are safe on disk; a report problem must not hide them
+            print(f"ganbench: warning: could not write the report ({error}); "
+                  f"try: ganbench report {options.out}", file=sys.stderr)
     if summary.interrupted:
-        console.print("interrupted: run the same command again to resume from the last checkpoints.")
+        console.print(f"interrupted: the running runs were checkpointed; {resume}", highlight=False)
         context.exit(130)
     if not summary.all_finished:
         context.exit(1)
@@ -144,30 +192,34 @@ def plugins(context: click.Context, verbose: bool) -> None:
             table.add_column("source")
         table.add_column("from")
         for entry in registry.all(kind):
-            row = [entry.name, entry.obj.description]
+            # Plugin-supplied text is escaped: rich would take "[...]" in it for markup.
+            row = [entry.name, escape(entry.obj.description)]
             if kind == "dataset":
-                row.append(entry.obj.source)
+                row.append(escape(entry.obj.source))
             row.append(f"{entry.plugin.distribution} {entry.plugin.version}")
             table.add_row(*row)
         console.print(table)
     for kind, name, entries in registry.conflicts():
         owners = " and ".join(e.plugin.name for e in entries)
-        console.print(f"[red]conflict:[/red] {kind} '{name}' is registered by {owners}")
+        console.print(f"[red]conflict:[/red] {kind} '{name}' is registered by {escape(owners)}")
     broken = [info for info in registry.plugins if info.error]
     for info in broken:
-        console.print(f"[red]skipped plugin {info.name} ({info.version}):[/red] {info.error}")
+        console.print(f"[red]skipped plugin {escape(info.name)} ({escape(info.version)}):[/red] {escape(info.error)}")
     if verbose:
         table = Table(title="Plugins", title_justify="left")
         for column in ("plugin", "distribution", "version", "module", "hooks", "status"):
             table.add_column(column)
         for info in registry.plugins:
-            table.add_row(info.name, info.distribution, info.version, info.module,
+            table.add_row(escape(info.name), info.distribution, escape(info.version), escape(info.module),
                           ", ".join(info.hooks), "error" if info.error else "ok")
         console.print(table)
 
 
 def _add_plugin_commands(registry) -> None:
+    skipped = {info.name for info in registry.plugins if info.error}
     for impl in registry.manager.hook.register_commands.get_hookimpls():
+        if impl.plugin_name in skipped:  # a plugin reported as skipped adds nothing, commands included
+            continue
         try:
             impl.function(cli=cli)
         except Exception as error:  # a broken plugin must not take the CLI down
@@ -194,3 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         print("ganbench: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+from ganbench.report import report_command  # noqa: E402  (ganbench.report imports nothing from here)
+cli.add_command(report_command)

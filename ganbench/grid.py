@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +19,7 @@ from typing import Any, Mapping
 from ganbench import __version__
 from ganbench.config import RunSpec
 from ganbench.errors import UserError
+from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
 from ganbench.registry import Registry
 
 if sys.version_info >= (3, 11):
@@ -27,6 +29,7 @@ else:  # pragma: no cover
 
 LOOP_DEFAULTS: Mapping[str, Any] = {
     "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
+    **FAST_PATH_DEFAULTS,  # precision, channels_last...: see ganbench.fastpath
 }
 """Training-loop hyperparameters, used when a loss does not recommend its own."""
 SHORTCUTS = {"lr": ("lr_g", "lr_d")}
@@ -68,6 +71,18 @@ def _grid_from_mapping(data: Mapping[str, Any], origin: str) -> GridSpec:
     sets = values.pop("set", {})
     if not isinstance(sets, Mapping):
         raise UserError(f"{origin}: [set] must be a table of hyperparameter = [values].")
+    defaults = GridSpec()
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        if isinstance(default, list):  # an axis: one value or a list of them
+            values[key] = value = value if isinstance(value, list) else [value]
+            item_type = type(default[0])
+            if not all(type(item) is item_type for item in value):
+                raise UserError(f"{origin}: {key} = {value!r} is not a list of {item_type.__name__} values; "
+                                f"write it like {key} = {json.dumps(default)}.")
+        elif type(value) is not type(default):
+            raise UserError(f"{origin}: {key} = {value!r} is not of type {type(default).__name__}; "
+                            f"write it like {key} = {json.dumps(default)}.")
     grid = GridSpec(**values)
     grid.sets = {key: list(v) if isinstance(v, list) else [v] for key, v in sets.items()}
     return grid
@@ -147,6 +162,9 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     """Every run of ``grid``, validated; raise UserError on the first problem."""
     if grid.steps < 1 or grid.batch_size < 1:
         raise UserError("--steps and --batch-size must be positive integers.")
+    for schedule in ("checkpoint_every", "sample_every", "log_every"):
+        if getattr(grid, schedule) < 1:
+            raise UserError(f"{schedule} must be a positive number of steps, not {getattr(grid, schedule)}.")
     for axis in ("archs", "losses", "datasets", "seeds"):
         if not getattr(grid, axis):
             raise UserError(f"the {axis} axis is empty; give at least one value.")
@@ -170,7 +188,10 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     if unknown:
         raise UserError(f"unknown hyperparameter(s) {', '.join(unknown)} for this grid; known: "
                         f"{', '.join(sorted(plugin_keys | metric_keys | set(SHORTCUTS)))}.")
-    axis_keys = sorted(k for k in sets if k in plugin_keys)
+    # One axis per --set key: a shortcut's values go to all of its targets together.
+    axes = {tuple(t for t in SHORTCUTS.get(key, (key,)) if t in plugin_keys): values
+            for key, values in grid.sets.items()}
+    axes.pop((), None)
     metric_settings_axes = {k: v for k, v in sets.items() if k not in plugin_keys}
     for key, values in metric_settings_axes.items():
         if len(values) != 1:
@@ -191,11 +212,12 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
         for key, values in metric_settings_axes.items():
             if key in evaluation:
                 evaluation[key] = coerce(key, values[0], evaluation[key])
-        relevant = [k for k in axis_keys if k in defaults]
-        for combination in itertools.product(*(sets[k] for k in relevant)):
+        relevant = [targets for targets in axes if any(key in defaults for key in targets)]
+        for combination in itertools.product(*(axes[targets] for targets in relevant)):
             params = dict(defaults)
-            for key, value in zip(relevant, combination):
-                params[key] = coerce(key, value, defaults[key])
+            for targets, value in zip(relevant, combination):
+                for key in (key for key in targets if key in defaults):
+                    params[key] = coerce(key, value, defaults[key])
             _check_params(params)
             shape = dataset.data_shape(params)
             reason = arch.unsupported_reason(shape, params)

@@ -8,23 +8,27 @@ evaluation, checkpoint. The device is decided by whoever launches the run.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ContextManager, Mapping
 
 import torch
 
-from ganbench.api import DataRequest, LoadedData
+from ganbench import fastpath
+from ganbench.api import DataRequest, LoadedData, Loss
 from ganbench.config import RunSpec
-from ganbench.evaluation import EvaluationContext, run_metrics
+from ganbench.devices import device_description
+from ganbench.evaluation import EvaluationContext, run_metrics, save_samples
 from ganbench.ledger import RunDirectory
 from ganbench.registry import Registry
 from ganbench.sample_grids import save_sample_picture
 from ganbench.storage import append_jsonl, atomic_write, read_jsonl, rewrite_jsonl
 
-SAMPLE_PICTURE_COUNT = 64
+SAMPLE_PICTURE_COUNT = {"images": 64, "points": 1000}
+"""Generated samples per sample picture: an 8x8 image grid, or a scatter of 2D points."""
 WARMUP_STEPS = 10
 """Steps left out of the throughput figures (allocator warm-up, lazy initialisation)."""
 
@@ -81,10 +85,11 @@ def load_real_data(dataset: Any, spec: RunSpec, data_dir: str | None, cache_dir:
     return _data_cache[cache_key]
 
 
-def _optimizer(name: str, parameters: Any, lr: float, params: Mapping[str, Any]) -> torch.optim.Optimizer:
+def _optimizer(name: str, parameters: Any, lr: float, params: Mapping[str, Any],
+               options: Mapping[str, bool]) -> torch.optim.Optimizer:
     if name == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=lr)
-    return torch.optim.Adam(parameters, lr=lr, betas=(params["beta1"], params["beta2"]))
+        return torch.optim.RMSprop(parameters, lr=lr, **options)
+    return torch.optim.Adam(parameters, lr=lr, betas=(params["beta1"], params["beta2"]), **options)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -100,30 +105,42 @@ def _rng_state(device: torch.device, data_rng: torch.Generator, noise_rng: torch
     return state
 
 
-def load_checkpoint(directory: RunDirectory, log: Callable[[str], None]) -> dict | None:
-    """The newest readable checkpoint, or None; a damaged file is reported, never used."""
+def load_checkpoint(directory: RunDirectory) -> dict | None:
+    """The newest readable checkpoint, or None; a damaged file is reported, never used.
+
+    A damaged file is renamed to ``*.damaged``, so the next checkpoint never rotates it
+    over the good previous one.
+    """
     for path in (directory.checkpoint, directory.previous_checkpoint):
         if not path.exists():
             continue
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # truncated or corrupted: fall back to the previous one
-            log(f"checkpoint {path.name} is damaged ({type(error).__name__}); trying an older one")
+            path.replace(path.with_name(path.name + ".damaged"))
+            directory.warn(f"checkpoint {path.name} is damaged ({type(error).__name__}); kept it as "
+                           f"{path.name}.damaged and tried an older one")
     return None
 
 
 def save_checkpoint(directory: RunDirectory, state: dict) -> None:
     """Write ``checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``."""
-    if directory.checkpoint.exists():
-        directory.checkpoint.replace(directory.previous_checkpoint)
-    atomic_write(directory.checkpoint, lambda handle: torch.save(state, handle))
+    atomic_write(directory.checkpoint, lambda handle: torch.save(state, handle),
+                 keep_previous=directory.previous_checkpoint)
 
 
 def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, device: torch.device,
               data_dir: str | None, cache_dir: Path,
               should_stop: Callable[[], bool] = lambda: False,
-              on_progress: Callable[[int, int, float], None] = lambda step, total, rate: None) -> Outcome:
-    """Train (or resume) one run in ``directory``; return how it ended."""
+              on_progress: Callable[[int, int, float], None] = lambda step, total, rate: None,
+              interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> Outcome:
+    """Train (or resume) one run in ``directory``; return how it ended.
+
+    ``should_stop`` is polled before every step: when true, the run is checkpointed and
+    :class:`Interrupted` raised. Sampling and evaluation run inside ``interruptible()``,
+    which may raise :class:`Interrupted` at any moment; the run then resumes from its last
+    checkpoint.
+    """
     params = spec.params
     architecture = registry.get("architecture", spec.architecture)
     loss = registry.get("loss", spec.loss)
@@ -134,6 +151,9 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
     real_data = load_real_data(dataset, spec, data_dir, cache_dir)
     if real_data.note:
         log(real_data.note)
+    fast = fastpath.resolve(params, device, images=real_data.samples.dim() == 4,
+                            double_backward=type(loss).penalty is not Loss.penalty)
+    fast.configure_backends()
     real = real_data.samples.to(device)
     data_shape = tuple(real.shape[1:])
     latent_dim = int(params["latent_dim"])
@@ -141,16 +161,19 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
 
     torch.manual_seed(spec.seed)
     generator, discriminator = architecture.build(data_shape, params)
-    generator, discriminator = generator.to(device), discriminator.to(device)
-    optimizer_g = _optimizer(params["optimizer"], generator.parameters(), params["lr_g"], params)
-    optimizer_d = _optimizer(params["optimizer"], discriminator.parameters(), params["lr_d"], params)
+    generator, discriminator = fast.prepare_modules(generator.to(device), discriminator.to(device))
+    real = fast.prepare_data(real, discriminator)
+    optimizer_options = fast.optimizer_options(params["optimizer"])
+    optimizer_g = _optimizer(params["optimizer"], generator.parameters(), params["lr_g"], params, optimizer_options)
+    optimizer_d = _optimizer(params["optimizer"], discriminator.parameters(), params["lr_d"], params, optimizer_options)
     data_rng = torch.Generator(device=device).manual_seed(spec.seed + 1)
     noise_rng = torch.Generator(device=device).manual_seed(spec.seed + 2)
-    fixed_noise = torch.randn(SAMPLE_PICTURE_COUNT, latent_dim,
+    picture_count = SAMPLE_PICTURE_COUNT["images" if len(data_shape) == 3 else "points"]
+    fixed_noise = torch.randn(picture_count, latent_dim,
                               generator=torch.Generator().manual_seed(spec.seed + 3)).to(device)
 
-    step, wall_before, stopwatch = 0, 0.0, Stopwatch()
-    checkpoint = load_checkpoint(directory, log)
+    step, wall_before, stopwatch, carried_losses = 0, 0.0, Stopwatch(), torch.empty(0, 3)
+    checkpoint = load_checkpoint(directory)
     if checkpoint is not None:
         generator.load_state_dict(checkpoint["generator"])
         discriminator.load_state_dict(checkpoint["discriminator"])
@@ -163,13 +186,17 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
             torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
         step, wall_before = int(checkpoint["step"]), float(checkpoint["wall_seconds"])
         stopwatch = Stopwatch(checkpoint["train_seconds"], checkpoint["timed_steps"])
+        carried_losses = checkpoint.get("pending_losses", carried_losses)
         log(f"resumed from step {step}")
     history, damaged = read_jsonl(directory.metrics)
-    kept = [record for record in history if record.get("step", 0) <= step]
+    # The steps after the checkpoint are redone, and so is a final evaluation that did not
+    # get its status written (it follows the last checkpoint).
+    kept = [record for record in history if record.get("step", 0) < step or (
+        record.get("step", 0) == step and not (step >= spec.steps and record.get("kind") == "eval"))]
     if damaged or len(kept) != len(history):
         if damaged:
-            log(f"skipped {damaged} damaged line(s) of metrics.jsonl")
-        rewrite_jsonl(directory.metrics, kept)  # the steps after the checkpoint are redone
+            directory.warn(f"skipped {damaged} damaged line(s) of metrics.jsonl")
+        rewrite_jsonl(directory.metrics, kept)
     started = time.perf_counter()
     evaluation_seconds = 0.0
 
@@ -187,7 +214,8 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
             "step": step, "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
             "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(),
             "rng": _rng_state(device, data_rng, noise_rng), "wall_seconds": wall_seconds(),
-            "train_seconds": stopwatch.seconds, "timed_steps": stopwatch.steps})
+            "train_seconds": stopwatch.seconds, "timed_steps": stopwatch.steps,
+            "pending_losses": torch.stack(pending).float().cpu() if pending else torch.empty(0, 3)})
 
     def training_figures() -> dict[str, float]:
         seconds = max(stopwatch.seconds, 1e-9)
@@ -195,19 +223,33 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
                 "steps_per_second": stopwatch.steps / seconds, "train_seconds": stopwatch.seconds,
                 "peak_memory_mb": _peak_memory_mb(device)}
 
-    def evaluate() -> tuple[dict[str, float], dict[str, str]]:
+    def evaluate(final: bool = False) -> tuple[dict[str, float], dict[str, str]]:
         nonlocal evaluation_seconds
         context = EvaluationContext(
             generator=generator, latent_dim=latent_dim, data_shape=data_shape, dataset_name=spec.dataset,
             dataset=dataset, real=real_data, settings=spec.evaluation, device=device, cache_dir=cache_dir,
             seed=spec.seed, step=step, run_dir=directory.path,
-            training={**training_figures(), "evaluation_seconds": evaluation_seconds})
-        values = run_metrics(metrics, context)
+            training={**training_figures(), "evaluation_seconds": evaluation_seconds,
+                      "device_name": device_description(device)},
+            load_split=lambda split: dataset.load(DataRequest(
+                data_dir=data_dir, cache_dir=str(cache_dir / "data"), split=split, seed=spec.seed,
+                params=params)),
+            should_stop=should_stop)
+        evaluation = run_metrics(metrics, context)
+        values = dict(evaluation.values)
         evaluation_seconds += values.get("evaluation_seconds", 0.0)
         append_jsonl(directory.metrics, [{"step": step, "kind": "eval", **values}])
-        return values, {}
+        if final and spec.save_samples:
+            count = max([int(v) for k, v in spec.evaluation.items() if k.endswith("_samples")] or [10_000])
+            path = save_samples(context.generate(count), directory.path / "samples.npz")
+            log(f"saved {count} generated samples of the final evaluation to {path.name}")
+        protocol = {column: "; ".join(f"{key}={value}" for key, value in sorted(described.items()))
+                    for column, described in evaluation.protocols.items()}
+        return values, protocol
 
-    pending: list[torch.Tensor] = []  # per-step losses, checked at boundaries to avoid a sync per step
+    # Per-step losses, checked at boundaries to avoid a sync per step. A stop between two
+    # boundaries carries them in the checkpoint, so a resumed run logs what an uninterrupted one does.
+    pending: list[torch.Tensor] = list(carried_losses.to(device).unbind(0))
 
     def flush_losses() -> str | None:
         """Log the losses since the last flush; return an error if one was not finite."""
@@ -230,10 +272,10 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
     zero = torch.zeros((), device=device)
     while step < spec.steps:
         if should_stop():
-            stopwatch.stop(0, device)
-            error = flush_losses()
-            if error is None:
-                checkpoint_now()
+            if stopwatch.started is not None:
+                stopwatch.stop(step - segment_start, device)
+            checkpoint_now()
+            directory.write_status("running", step=step, wall_seconds=wall_seconds())
             raise Interrupted(f"stopped at step {step}")
         if stopwatch.started is None and step >= WARMUP_STEPS:
             stopwatch.start()
@@ -241,21 +283,25 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
 
         for _ in range(n_critic):
             real_x = real_batch()
-            with torch.no_grad():
-                fake_x = generator(noise())
-            d_loss = loss.discriminator_loss(discriminator(real_x).flatten(), discriminator(fake_x).flatten(), params)
-            penalty = loss.penalty(discriminator, real_x, fake_x, params)
+            with fast.autocast():  # forward passes only: losses get float32 logits
+                with torch.no_grad():
+                    fake_x = generator(noise())
+                real_logits, fake_logits = discriminator(real_x).flatten().float(), discriminator(fake_x).flatten().float()
+                penalty = loss.penalty(discriminator, real_x, fake_x, params)
+            d_loss = loss.discriminator_loss(real_logits, fake_logits, params)
             optimizer_d.zero_grad(set_to_none=True)
             (d_loss if penalty is None else d_loss + penalty).backward()
             optimizer_d.step()
             loss.after_discriminator_step(discriminator, params)
 
         discriminator.requires_grad_(False)  # the generator step needs no gradients for D's weights
-        real_logits = None
-        if loss.generator_needs_real_logits:
-            with torch.no_grad():
-                real_logits = discriminator(real_x).flatten()
-        g_loss = loss.generator_loss(discriminator(generator(noise())).flatten(), real_logits, params)
+        with fast.autocast():
+            real_logits = None
+            if loss.generator_needs_real_logits:
+                with torch.no_grad():
+                    real_logits = discriminator(real_x).flatten().float()
+            fake_logits = discriminator(generator(noise())).flatten().float()
+        g_loss = loss.generator_loss(fake_logits, real_logits, params)
         optimizer_g.zero_grad(set_to_none=True)
         g_loss.backward()
         optimizer_g.step()
@@ -281,18 +327,21 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
         figures = training_figures()
         on_progress(step, spec.steps, figures["steps_per_second"])
         if boundary["samples"]:
-            with torch.no_grad():
+            with torch.no_grad(), interruptible():
                 generator.eval()
                 fake = generator(fixed_noise)
                 generator.train()
-            save_sample_picture(directory.samples / f"step_{step:07d}.png", fake, real_data.samples[:2000],
-                                title=f"{spec.label} step {step}")
+                save_sample_picture(directory.samples / f"step_{step:07d}.png", fake,
+                                    real_data.samples[:2000], title=f"{spec.label} step {step}")
         if boundary["eval"]:
-            evaluate()
+            with interruptible():
+                evaluate()
         if boundary["checkpoint"]:
             checkpoint_now()
             directory.write_status("running", step=step, wall_seconds=wall_seconds())
 
-    values, protocol = evaluate() if metrics else ({}, {})
+    with interruptible():
+        values, protocol = evaluate(final=True) if metrics else ({}, {})
     values = {**training_figures(), **values}
+    protocol = {**protocol, **fast.protocol(params["optimizer"])}
     return Outcome("done", step, wall_seconds(), metrics=values, protocol=protocol)
