@@ -215,6 +215,36 @@ def plugins(context: click.Context, verbose: bool) -> None:
         console.print(table)
 
 
+@cli.command("eval")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--metrics", required=True, help="Metrics to compute, comma-separated (e.g. fid,kid).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="An evaluation setting (e.g. --set fid_samples=50000); repeatable.")
+@click.option("--data-dir", type=click.Path(), default=None, help="Where datasets are read from.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="ganbench's cache.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.pass_context
+def eval_command(context: click.Context, path: str, metrics: str, sets: tuple[str, ...],
+                 data_dir: str | None, cache_dir: str | None, device: str) -> None:
+    """Re-score finished runs (OUT or OUT/runs/<id>) from their checkpoints, without training."""
+    from ganbench.devices import resolve_device
+    from ganbench.rescore import rescore
+
+    overrides = {}
+    for key, values in _sets(sets).items():
+        if len(values) != 1:
+            raise UserError(f"--set {key}: an evaluation setting takes one value.")
+        overrides[key] = values[0]
+    console = Console()
+    count = rescore(Path(path), _list(metrics) or [], overrides, registry=_registry(context),
+                    device=resolve_device(device),
+                    data_dir=data_dir or os.environ.get("GANBENCH_DATA_DIR") or None,
+                    cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                    on_run=lambda directory, values: console.print(
+                        f"{directory.path.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
+    console.print(f"re-scored {count} finished run(s) under {path}")
+
+
 def _add_plugin_commands(registry) -> None:
     skipped = {info.name for info in registry.plugins if info.error}
     for impl in registry.manager.hook.register_commands.get_hookimpls():

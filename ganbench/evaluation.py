@@ -99,6 +99,12 @@ class Evaluation:
     per metric column (``evaluation_seconds`` has none)."""
 
 
+    def protocol_columns(self) -> dict[str, str]:
+        """Each column's protocol as one ``key=value; ...`` string (for results.csv)."""
+        return {column: "; ".join(f"{key}={value}" for key, value in sorted(described.items()))
+                for column, described in self.protocols.items()}
+
+
 def run_metrics(metrics: Mapping[str, Metric], context: EvaluationContext) -> Evaluation:
     """Evaluate every metric in order; return their columns, protocols and ``evaluation_seconds``."""
     started = time.perf_counter()

@@ -243,9 +243,7 @@ def train_run(spec: RunSpec, directory: RunDirectory, *, registry: Registry, dev
             count = max([int(v) for k, v in spec.evaluation.items() if k.endswith("_samples")] or [10_000])
             path = save_samples(context.generate(count), directory.path / "samples.npz")
             log(f"saved {count} generated samples of the final evaluation to {path.name}")
-        protocol = {column: "; ".join(f"{key}={value}" for key, value in sorted(described.items()))
-                    for column, described in evaluation.protocols.items()}
-        return values, protocol
+        return values, evaluation.protocol_columns()
 
     # Per-step losses, checked at boundaries to avoid a sync per step. A stop between two
     # boundaries carries them in the checkpoint, so a resumed run logs what an uninterrupted one does.

@@ -73,3 +73,18 @@ def test_an_mnist_grid_reports_fid_kid_and_is_with_the_classifier_protocol(tmp_p
     assert float(row["fid1k_classifier"]) > 0
     assert 1.0 <= float(row["is1k_classifier"]) <= 10.0
     assert (tmp_path / "out" / "report" / "report.html").exists()
+
+
+def test_eval_rescores_finished_runs_from_their_checkpoints_without_training(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    assert _run("run", "--archs", "mlp", "--losses", "ns", "--datasets", "ring8", "--steps", "40",
+                "--metrics", "none", "--workers", "1", "--out", "out", "--quiet") == 0
+    (row,) = _rows(tmp_path / "out")
+    checkpoint = tmp_path / "out" / "runs" / row["run_id"] / "checkpoint.pt"
+    trained_at = checkpoint.stat().st_mtime_ns
+    assert _run("eval", "out", "--metrics", "modes", "--set", "modes_samples=1000") == 0
+    (row,) = _rows(tmp_path / "out")
+    assert 0 <= int(float(row["modes_covered"])) <= 8
+    assert "generated_samples=1000" in row["protocol.modes_covered"]
+    assert checkpoint.stat().st_mtime_ns == trained_at  # nothing was trained again
+    assert _run("eval", "out", "--metrics", "nosuch") == 2
