@@ -4,6 +4,7 @@ independently from the samples a run saved (``--save-samples``)."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,21 @@ def test_eval_rescores_finished_runs_from_their_checkpoints_without_training(tmp
     assert "generated_samples=1000" in row["protocol.modes_covered"]
     assert checkpoint.stat().st_mtime_ns == trained_at  # nothing was trained again
     assert _run("eval", "out", "--metrics", "nosuch") == 2
+
+
+def test_a_dcgan_fid_on_mnist_goes_down_as_it_trains(tmp_path, monkeypatch, shared_data_dir, shared_cache):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    code = _run("run", "--archs", "dcgan", "--losses", "ns", "--datasets", "mnist",
+                "--data-dir", str(shared_data_dir), "--cache-dir", str(shared_cache),
+                "--steps", "400", "--batch-size", "64", "--eval-every", "100", "--metrics", "fid",
+                "--set", "fid_samples=1000", "--set", "real_samples=1000", "--set", "extractor=classifier",
+                "--set", "dcgan_width=32", "--workers", "1", "--out", "out", "--quiet")
+    assert code == 0
+    (row,) = _rows(tmp_path / "out")
+    history = [json.loads(line) for line in
+               (tmp_path / "out" / "runs" / row["run_id"] / "metrics.jsonl").read_text().splitlines()]
+    fids = [(record["step"], record["fid1k_classifier"]) for record in history if record["kind"] == "eval"]
+    assert [step for step, _ in fids] == [100, 200, 300, 400]
+    first, last = fids[0][1], fids[-1][1]
+    assert last < 0.7 * first, fids
+    assert float(row["fid1k_classifier"]) == pytest.approx(last)
