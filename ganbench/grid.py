@@ -20,6 +20,7 @@ from ganbench import __version__
 from ganbench.config import RunSpec
 from ganbench.errors import UserError
 from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
+from ganbench.fastpath import check_params as check_fast_path
 from ganbench.registry import Registry
 
 if sys.version_info >= (3, 11):
@@ -149,6 +150,7 @@ def coerce(key: str, value: Any, default: Any) -> Any:
 
 
 def _check_params(params: dict[str, Any]) -> None:
+    check_fast_path(params)
     if params["optimizer"] not in OPTIMIZERS:
         raise UserError(f"--set optimizer={params['optimizer']!r}: choose one of {', '.join(OPTIMIZERS)}.")
     for key in ("lr_g", "lr_d"):

@@ -218,3 +218,9 @@ def test_quickstart_preset_is_every_builtin_loss_on_the_offline_2d_benchmarks(re
 def test_unknown_preset_lists_the_presets():
     message = user_error(load_preset, "nope")
     assert "'nope'" in message and "quickstart" in message
+
+
+def test_a_bad_precision_is_rejected_before_anything_trains():
+
+    with pytest.raises(UserError, match="precision"):
+        expand(GridSpec(sets={"precision": ["fp8"]}), build_registry())
