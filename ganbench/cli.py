@@ -14,6 +14,9 @@ from rich.table import Table
 
 from ganbench import __version__
 from ganbench.errors import UserError
+from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
+from ganbench.fastpath import OFF as FAST_PATH_OFF
+from ganbench.fastpath import PRECISIONS
 from ganbench.registry import KINDS, PLURAL, get_registry
 
 GRID_AXES = ("archs", "losses", "datasets", "seeds", "metrics")
@@ -43,6 +46,48 @@ def _sets(pairs: tuple[str, ...]) -> dict[str, list[str]]:
             raise UserError(f"--set {pair!r}: write key=value or key=v1,v2 (for example --set lr=1e-4,2e-4).")
         sets[key.strip()] = _list(values)
     return sets
+
+
+def _setting(value: object) -> str:
+    """A fast-path setting as its ``--set`` text (``true``/``false`` for booleans)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _naming(key: str, text: str, flag: str) -> str:
+    """``flag`` for an error message, with the setting it implies where the flag does not show it."""
+    return f"{flag} (which sets {key}={text})" if flag == "--no-fast-path" else flag
+
+
+def _fast_path_sets(sets: dict[str, list[str]], flags: dict) -> dict[str, list[str]]:
+    """``sets`` (from ``--set``) plus the fast-path flags, each exactly its ``--set key=value``.
+
+    A flag that contradicts ``--no-fast-path`` or a ``--set`` of the same setting is a
+    UserError naming both; agreeing ones are accepted.
+    """
+    from ganbench.grid import parse_value
+
+    chosen: dict[str, tuple[str, str]] = {}  # key -> (value as --set text, the flag that chose it)
+    if flags.get("no_fast_path"):
+        chosen = {key: (_setting(value), "--no-fast-path") for key, value in FAST_PATH_OFF.items()}
+    specific = {"precision": (flags.get("precision"), f"--precision {flags.get('precision')}"),
+                "channels_last": (flags.get("channels_last"),
+                                  "--channels-last" if flags.get("channels_last") else "--no-channels-last"),
+                "compile": (True if flags.get("compile") else None, "--compile"),
+                "tf32": (True if flags.get("tf32") else None, "--tf32")}
+    for key, (value, flag) in specific.items():
+        if value is None:
+            continue
+        text = _setting(value)
+        if key in chosen and parse_value(chosen[key][0]) != parse_value(text):
+            raise UserError(f"{flag} conflicts with {_naming(key, *chosen[key])}; give one of them.")
+        chosen[key] = (text, flag)
+    merged = dict(sets)
+    for key, (text, flag) in chosen.items():
+        if key in sets and [parse_value(v) for v in sets[key]] != [parse_value(text)]:
+            raise UserError(f"{_naming(key, text, flag)} conflicts with --set {key}={','.join(sets[key])}; "
+                            f"give one of them.")
+        merged[key] = [text]
+    return merged
 
 
 def _gpu_list(text: str | None) -> list[int] | None:
@@ -85,6 +130,21 @@ def _registry(context: click.Context):
 @click.option("--seeds", help="Seeds, comma-separated (e.g. 0,1,2).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
               help="A hyperparameter axis (e.g. --set lr=1e-4,2e-4); repeatable.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help=f"Training precision; auto: bf16 autocast on images where the device computes bf16 "
+                   f"natively, else fp32 (default {FAST_PATH_DEFAULTS['precision']}).")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help=f"NHWC layout for convolutional models and image data "
+                   f"(default {'on' if FAST_PATH_DEFAULTS['channels_last'] else 'off'}).")
+@click.option("--compile", is_flag=True, default=None,
+              help=f"torch.compile the models; pays only in long runs "
+                   f"(default {'on' if FAST_PATH_DEFAULTS['compile'] else 'off'}).")
+@click.option("--tf32", is_flag=True, default=None,
+              help=f"TF32 matmuls and convolutions while training on CUDA "
+                   f"(default {'on' if FAST_PATH_DEFAULTS['tf32'] else 'off'}).")
+@click.option("--no-fast-path", is_flag=True, default=None,
+              help="Every fast-path setting off: the plain fp32 loop. A fast-path flag or --set that "
+                   "contradicts it is an error, not an override.")
 @click.option("--steps", type=int, help="Generator steps per run.")
 @click.option("--batch-size", type=int, help="Real samples per discriminator step.")
 @click.option("--split", help="Dataset split to train on (train or test).")
@@ -121,6 +181,10 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     Each flag replaces its axis of the grid file or preset. Each run trains in its own
     worker process; Ctrl-C checkpoints the running runs (twice: stop at once), and the
     same command again resumes them.
+
+    The fast-path flags (--precision to --no-fast-path) are the same as their --set
+    (--tf32 is --set tf32=true) and give the same run ids; a flag and a --set that
+    disagree on a setting are an error.
     """
     from ganbench.grid import expand, load_grid_file, load_preset
     from ganbench.runner import RunOptions, iter_statuses, run_grid
@@ -138,7 +202,7 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
         seeds=_seeds(flags["seeds"]), metrics=_list(flags["metrics"]), steps=flags["steps"],
         batch_size=flags["batch_size"], split=flags["split"], eval_every=flags["eval_every"],
         save_samples=flags["save_samples"])
-    grid.sets = {**grid.sets, **_sets(sets)}
+    grid.sets = {**grid.sets, **_fast_path_sets(_sets(sets), flags)}
     registry = _registry(context)
     runs = expand(grid, registry)
     console = Console(stderr=False, soft_wrap=quiet)  # --quiet: one line per message, never wrapped

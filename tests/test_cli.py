@@ -20,6 +20,8 @@ import torch
 
 import ganbench.runner as runner_module
 from ganbench.cli import main
+from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
+from ganbench.fastpath import OFF
 from ganbench.grid import load_preset
 from ganbench.registry import get_registry
 from ganbench.storage import read_json, write_json
@@ -253,3 +255,85 @@ def test_set_lr_doubles_the_runs_and_sets_both_learning_rates(run_cli, captured_
     assert code == 0, err
     assert sorted((run.loss, run.params["lr_g"], run.params["lr_d"]) for run in captured_runs) == [
         ("lsgan", 1e-4, 1e-4), ("lsgan", 2e-4, 2e-4), ("ns", 1e-4, 1e-4), ("ns", 2e-4, 2e-4)]
+
+
+# --- fast-path flags: shorthands for --set ---------------------------------------------
+
+FAST_PATH_GRID = ("--archs", "mlp", "--losses", "ns,wgan-gp", "--datasets", "ring8,grid25", "--seeds", "0,1",
+                  "--metrics", "none")
+NO_FAST_PATH_SETS = tuple(arg for key, value in OFF.items()
+                          for arg in ("--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"))
+
+
+def expanded(run_cli, captured_runs, *args: str) -> list:
+    """The runs ``ganbench run`` would train with ``args``, without training them."""
+    captured_runs.clear()
+    code, stdout, err = run_cli("run", *FAST_PATH_GRID, *args)
+    assert code == 0, stdout + err
+    return list(captured_runs)
+
+
+@pytest.mark.parametrize("flags, sets, expected", [
+    (["--precision", "bf16"], ["--set", "precision=bf16"], {"precision": "bf16"}),
+    (["--precision", "fp32"], ["--set", "precision=fp32"], {"precision": "fp32"}),
+    (["--precision", "auto"], ["--set", "precision=auto"], {"precision": "auto"}),
+    (["--no-channels-last"], ["--set", "channels_last=false"], {"channels_last": False}),
+    (["--channels-last"], ["--set", "channels_last=true"], {"channels_last": True}),
+    (["--compile"], ["--set", "compile=true"], {"compile": True}),
+    (["--tf32"], ["--set", "tf32=true"], {"tf32": True}),
+    (["--no-fast-path"], list(NO_FAST_PATH_SETS), dict(OFF)),
+    (["--no-fast-path", "--no-channels-last", "--set", "precision=fp32"], list(NO_FAST_PATH_SETS), dict(OFF)),
+    (["--tf32", "--no-channels-last", "--precision", "bf16"],
+     ["--set", "tf32=true", "--set", "channels_last=false", "--set", "precision=bf16"],
+     {"tf32": True, "channels_last": False, "precision": "bf16"}),
+])
+def test_a_fast_path_flag_gives_the_same_run_ids_as_its_set(run_cli, captured_runs, flags, sets, expected):
+    by_flag = expanded(run_cli, captured_runs, *flags)
+    by_set = expanded(run_cli, captured_runs, *sets)
+    assert len(by_flag) == 8
+    assert [run.run_id for run in by_flag] == [run.run_id for run in by_set]
+    for run in by_flag:
+        assert {key: run.params[key] for key in expected} == expected
+        assert {key: type(run.params[key]) for key in expected} == {key: type(FAST_PATH_DEFAULTS[key])
+                                                                   for key in expected}
+    default_ids = {run.run_id for run in expanded(run_cli, captured_runs)}
+    changes_a_default = any(FAST_PATH_DEFAULTS[key] != value for key, value in expected.items())
+    assert default_ids.isdisjoint(run.run_id for run in by_flag) == changes_a_default
+
+
+def test_no_fast_path_trains_every_setting_as_fastpath_off(run_cli, captured_runs):
+    runs = expanded(run_cli, captured_runs, "--no-fast-path")
+    assert runs and all({key: run.params[key] for key in OFF} == dict(OFF) for run in runs)
+
+
+def test_a_fast_path_flag_replaces_the_setting_of_a_grid_file(run_cli, captured_runs, tmp_path):
+    (tmp_path / "grid.toml").write_text('metrics = ["none"]\n[set]\nprecision = "fp32"\ntf32 = true\n')
+    code, stdout, err = run_cli("run", "grid.toml", "--precision", "bf16")
+    assert code == 0, err
+    assert {(run.params["precision"], run.params["tf32"]) for run in captured_runs} == {("bf16", True)}
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--precision", "bf16", "--set", "precision=fp32"], ("--precision bf16", "--set precision=fp32")),
+    (["--set", "precision=bf16,fp32", "--precision", "bf16"], ("--precision bf16", "--set precision=bf16,fp32")),
+    (["--tf32", "--set", "tf32=false"], ("--tf32", "--set tf32=false")),
+    (["--no-channels-last", "--set", "channels_last=true"], ("--no-channels-last", "--set channels_last=true")),
+    (["--no-fast-path", "--precision", "bf16"], ("--precision bf16", "--no-fast-path")),
+    (["--no-fast-path", "--compile"], ("--compile", "--no-fast-path")),
+    (["--no-fast-path", "--channels-last"], ("--channels-last", "--no-fast-path")),
+    (["--no-fast-path", "--set", "fused_optimizers=true"], ("--no-fast-path", "--set fused_optimizers=true")),
+    (["--precision", "fp16"], ("--precision", "'fp16'")),
+])
+def test_a_fast_path_flag_contradicting_another_is_one_line_naming_both(run_cli, tmp_path, args, named):
+    code, stdout, err = run_cli("run", *args, "--out", "out", "--metrics", "none")
+    line = one_line_error(code, err)
+    assert all(name in line for name in named), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_help_lists_the_fast_path_flags(run_cli):
+    code, stdout, err = run_cli("run", "--help")
+    assert code == 0, err
+    for flag in ("--precision [auto|fp32|bf16]", "--channels-last / --no-channels-last", "--compile", "--tf32",
+                 "--no-fast-path"):
+        assert flag in stdout, flag
