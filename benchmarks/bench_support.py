@@ -5,19 +5,21 @@ a time, so a benchmark round times ``count`` generator steps (each after ``n_cri
 discriminator steps) and nothing else:
 
 * :class:`GanbenchLoop`: ganbench's own loop, ``execute_run`` as every executor's worker
-  calls it, fast path at its defaults.
-
-Each has ``drive(measure)``, which calls ``measure(steps)`` while the loop is ready to train.
+  calls it, fast path at its defaults. :class:`PackedLoop` is the same for a pack of runs
+  trained as one stacked model (``--pack``).
 * :class:`MinimalLoop`: the least code that trains the same way: resident data drawn by
   indexing, the same fast-path settings, no logging or checkpoints. Its gap to ganbench's
   loop is the harness's overhead.
 * :class:`DataLoaderLoop`: how most GAN examples are written: a ``DataLoader`` over uint8
   images that converts each sample on its own (PIL image, ``ToTensor``, ``Normalize``),
   float32, contiguous layout, torch's default optimiser kernels.
+
+Each has ``drive(measure)``, which calls ``measure(steps)`` while the loop is ready to train.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from ganbench.config import RunSpec
 from ganbench.grid import GridSpec, expand
 from ganbench.registry import Entry, Registry, build_registry
 from ganbench.train import Interrupted
-from ganbench.worker import execute_run
+from ganbench.worker import execute_pack, execute_run
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """``../shared/data`` from the checkout: ``mnist/`` holds the real MNIST test split."""
@@ -42,6 +44,8 @@ DATASETS = ("mnist", "cifar10-shape")
 """Real MNIST (1x28x28) and random images of CIFAR-10's shape (3x32x32)."""
 ARCHITECTURES = ("mlp", "dcgan")
 LOSSES = ("minimax", "ns", "lsgan", "wgan", "wgan-gp", "hinge")
+PACK_SIZES = (4,)
+"""Runs per pack in the packed-training benchmarks."""
 LOOPS = ("dataloader", "minimal", "ganbench")
 """In the order they run for each cell, so ganbench's benchmark can store both ratios."""
 SYNTHETIC_IMAGES = 10_000
@@ -119,6 +123,13 @@ def run_spec(registry: Registry, architecture: str, loss: str, dataset: str, sca
     return spec
 
 
+def pack_specs(registry: Registry, architecture: str, loss: str, dataset: str, scale: Scale, runs: int,
+               steps: int = 1_000_000) -> list[RunSpec]:
+    """``runs`` copies of :func:`run_spec`'s run with seeds 0, 1, ...: one pack."""
+    first = run_spec(registry, architecture, loss, dataset, scale, steps)
+    return [dataclasses.replace(first, seed=seed) for seed in range(runs)]
+
+
 def load_data(registry: Registry, spec: RunSpec, data_dir: Path, cache_dir: Path) -> LoadedData:
     request = DataRequest(data_dir=str(data_dir), cache_dir=str(cache_dir / "data"), split=spec.split,
                           seed=spec.seed, params=spec.params)
@@ -165,7 +176,7 @@ class GanbenchLoop:
         helper = threading.Thread(target=measure_then_stop, daemon=True)
         helper.start()
         try:
-            execute_run(self.spec, self.out, should_stop=self._should_stop, **self.arguments)
+            self._train()
         except Interrupted:
             pass
         finally:
@@ -176,6 +187,9 @@ class GanbenchLoop:
         if self._error is not None:
             raise self._error
         return returned[0]
+
+    def _train(self) -> None:
+        execute_run(self.spec, self.out, should_stop=self._should_stop, **self.arguments)
 
     def _should_stop(self) -> bool:
         with self._condition:
@@ -206,6 +220,23 @@ class GanbenchLoop:
     def checkpoint(self) -> dict:
         path = self.out / "runs" / self.spec.run_id / "checkpoint.pt"
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class PackedLoop(GanbenchLoop):
+    """ganbench's loop training several runs as one stacked model (``--pack``), ``execute_pack`` as
+    a packed worker calls it; one step is a step of every run of the pack."""
+
+    def __init__(self, specs: list[RunSpec], out: Path, registry: Registry, data_dir: Path, cache_dir: Path,
+                 device: torch.device = torch.device("cpu")):
+        super().__init__(specs[0], out, registry, data_dir, cache_dir, device)
+        self.specs = specs
+
+    def _train(self) -> None:
+        execute_pack(self.specs, self.out, should_stop=self._should_stop, **self.arguments)
+
+    def checkpoints(self) -> list[dict]:
+        return [torch.load(self.out / "runs" / spec.run_id / "checkpoint.pt", map_location="cpu", weights_only=True)
+                for spec in self.specs]
 
 
 class MinimalLoop:

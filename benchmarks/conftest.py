@@ -31,6 +31,8 @@ class Results:
     step_seconds: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
     """``(dataset, architecture, loss, loop)`` -> seconds per generator step (fastest round)."""
     images_per_step: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    packed_step_seconds: dict[tuple[str, str, str, int], float] = field(default_factory=dict)
+    """``(dataset, architecture, loss, runs)`` -> seconds per step of a pack of that many runs."""
     evaluation_seconds: dict[str, float] = field(default_factory=dict)
     """Evaluation benchmark name -> seconds (fastest round)."""
     notes: dict[str, float] = field(default_factory=dict)
@@ -55,6 +57,23 @@ class Results:
         if ganbench is not None and (*cell, "minimal") in self.step_seconds:
             ratios["overhead_over_minimal_loop"] = ganbench / self.step_seconds[(*cell, "minimal")] - 1
         return ratios
+
+    def add_packed(self, benchmark: Any, cell: tuple[str, str, str], runs: int, images_per_step: int,
+                   steps_per_round: int) -> None:
+        """Record a packed-training benchmark; give it its ratio to ``runs`` separate runs of ganbench's loop."""
+        seconds = fastest_round(benchmark)
+        if seconds is None:
+            return
+        self.packed_step_seconds[(*cell, runs)] = seconds / steps_per_round
+        benchmark.extra_info["images_per_second"] = runs * images_per_step * steps_per_round / seconds
+        ratio = self.packed_ratio(cell, runs)
+        if not math.isnan(ratio):
+            benchmark.extra_info["speedup_over_separate_runs"] = ratio
+
+    def packed_ratio(self, cell: tuple[str, str, str], runs: int) -> float:
+        """Throughput of a pack of ``runs`` runs over the same runs trained one at a time by ganbench's loop."""
+        alone, packed = self.step_seconds.get((*cell, "ganbench")), self.packed_step_seconds.get((*cell, runs))
+        return runs * alone / packed if alone and packed else math.nan
 
     def add_evaluation(self, benchmark: Any, name: str) -> float | None:
         seconds = fastest_round(benchmark)
@@ -122,6 +141,9 @@ def training_loop(registry, real_data, data_dir, bench_cache, scale, tmp_path):
         spec = support.run_spec(registry, architecture, loss, dataset, scale, **sets)
         if kind == "ganbench":
             return support.GanbenchLoop(spec, tmp_path / kind, registry, data_dir, bench_cache), spec
+        if kind.startswith("packed-"):
+            specs = support.pack_specs(registry, architecture, loss, dataset, scale, int(kind.split("-")[1]))
+            return support.PackedLoop(specs, tmp_path / kind, registry, data_dir, bench_cache), spec
         if kind == "minimal":
             return support.MinimalLoop(spec, registry, real_data(dataset)), spec
         return support.DataLoaderLoop(spec, registry, real_data(dataset), num_workers=num_workers), spec
@@ -192,6 +214,14 @@ def ratio_table(results: Results) -> list[str]:
             plain = results.step_seconds.get((*key[:3], "ganbench"))
             if plain:
                 lines.append(f"  ganbench x {key[3]} ({'/'.join((key[1], key[2], key[0]))}): {seconds / plain:.2f}x")
+
+    if results.packed_step_seconds:
+        lines += ["", f"{'packed runs (--pack, one stacked model)':40} {'aggregate img/s':>15} {'x separate runs':>16}"]
+    for (dataset, architecture, loss, runs), seconds in sorted(results.packed_step_seconds.items()):
+        cell = (dataset, architecture, loss)
+        rate = runs * results.images_per_step[cell] / seconds
+        label = f"{runs} x {architecture}/{loss}/{dataset}"
+        lines.append(f"{label:40} {rate:15.0f} {results.packed_ratio(cell, runs):15.2f}x")
 
     evaluation = results.evaluation_seconds
     cold, cached = evaluation.get("fid_cold_statistics", math.nan), evaluation.get("fid_cached_statistics", math.nan)

@@ -1,13 +1,14 @@
 """Training throughput of every built-in architecture with every built-in loss, at batch 64, on
 MNIST's shape (real MNIST) and CIFAR-10's (random images): ganbench's loop, the minimal loop
-with the same settings and the plain DataLoader loop, side by side (see ``bench_support``)."""
+with the same settings and the plain DataLoader loop, side by side (see ``bench_support``);
+then packs of runs trained as one stacked model against the same runs trained one at a time."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench_support import ARCHITECTURES, DATASETS, LOOPS, LOSSES
+from bench_support import ARCHITECTURES, DATASETS, LOOPS, LOSSES, PACK_SIZES
 
 CELLS = [pytest.param(dataset, architecture, loss, loop, id=f"{architecture}-{loss}-{dataset}-{loop}")
          for dataset in DATASETS for architecture in ARCHITECTURES for loss in LOSSES for loop in LOOPS]
@@ -35,6 +36,23 @@ def test_training_throughput_dataloader_with_two_workers(benchmark, training_loo
                                                    warmup_rounds=scale.warmup_rounds))
     results.add_training(benchmark, ("mnist", architecture, "ns"), "dataloader-2-workers", spec.batch_size,
                          scale.steps_per_round)
+
+
+PACKED_CELLS = [pytest.param(dataset, architecture, runs, id=f"{runs}x{architecture}-ns-{dataset}")
+                for dataset, architecture in (("mnist", "mlp"), ("mnist", "dcgan"), ("cifar10-shape", "dcgan"))
+                for runs in PACK_SIZES]
+
+
+@pytest.mark.parametrize("dataset,architecture,runs", PACKED_CELLS)
+def test_packed_training_throughput(benchmark, training_loop, scale, results, dataset, architecture, runs):
+    """Runs of one config with different seeds trained as one stacked model, against the same
+    runs trained one at a time by ganbench's loop (measured above, in the same session)."""
+    trainer, spec = training_loop(f"packed-{runs}", architecture, "ns", dataset)
+    benchmark.group = f"train {architecture}/ns/{dataset}"
+    benchmark.extra_info.update(loop=f"packed-{runs}", runs=runs, batch_size=spec.batch_size)
+    trainer.drive(lambda steps: benchmark.pedantic(steps, args=(scale.steps_per_round,), rounds=scale.rounds,
+                                                   warmup_rounds=scale.warmup_rounds))
+    results.add_packed(benchmark, (dataset, architecture, "ns"), runs, spec.batch_size, scale.steps_per_round)
 
 
 def test_minimal_loop_trains_exactly_what_ganbench_trains(training_loop):

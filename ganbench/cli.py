@@ -166,7 +166,10 @@ def _registry(context: click.Context):
               help="CPU runs at once, the cores divided between them (default 1; Ray: 1 CPU per run).")
 @click.option("--gpus", default=None, metavar="0,2", help="GPUs to use (default: every visible GPU).")
 @click.option("--runs-per-gpu", type=int, default=1, show_default=True, metavar="K",
-              help="Pack K runs on each GPU.")
+              help="Worker processes sharing each GPU.")
+@click.option("--pack", type=int, default=1, show_default=True, metavar="N",
+              help="Train up to N runs that differ only in seed or learning rate as one stacked model "
+                   "per worker (torch.func.vmap).")
 @click.option("--retries", type=int, default=1, show_default=True, metavar="N",
               help="Times a run is tried again when its worker process dies (not on Python errors).")
 @click.option("--quiet", is_flag=True, help="Plain log lines instead of live progress (for CI and batch jobs).")
@@ -174,7 +177,7 @@ def _registry(context: click.Context):
 def run(context: click.Context, grid_file: str | None, preset: str | None, sets: tuple[str, ...],
         out: str, data_dir: str | None, cache_dir: str | None, device: str, executor: str,
         address: str | None, workers: int | None, gpus: str | None, runs_per_gpu: int, retries: int,
-        quiet: bool, **flags) -> None:
+        pack: int, quiet: bool, **flags) -> None:
     """Train and evaluate every run of a grid; finished runs are skipped, unfinished ones resume.
 
     With no grid file, preset or axis flags this runs the offline `quickstart` preset.
@@ -208,13 +211,15 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     console = Console(stderr=False, soft_wrap=quiet)  # --quiet: one line per message, never wrapped
     if retries < 0:
         raise UserError(f"--retries {retries}: give 0 or more.")
+    if pack < 1:
+        raise UserError(f"--pack {pack}: give 1 (no packing) or more.")
     if address and executor != "ray":
         raise UserError("--address names a Ray cluster; add --executor ray.")
     options = RunOptions(out=Path(out), cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                          data_dir=data_dir or os.environ.get("GANBENCH_DATA_DIR") or None,
                          device=device, quiet=quiet, executor=executor, address=address, workers=workers,
                          gpus=_gpu_list(gpus), runs_per_gpu=runs_per_gpu, retries=retries,
-                         disabled=tuple(context.obj.get("disabled", ())) if context.obj else ())
+                         pack=pack, disabled=tuple(context.obj.get("disabled", ())) if context.obj else ())
     console.print(f"ganbench {__version__}: {len(runs)} run(s) -> {options.out}")
     resume = "to resume, run the same command again: " + shlex.join(["ganbench", *sys.argv[1:]])
     try:

@@ -322,9 +322,12 @@ class RunState:
                                                "wall_seconds": self.wall_seconds()}])
         return None
 
-    def before_step(self) -> None:
-        """Checkpoint and raise :class:`Interrupted` when asked to stop; start timing after warm-up."""
-        if self.should_stop():
+    def before_step(self, stop: bool | None = None) -> None:
+        """Checkpoint and raise :class:`Interrupted` when asked to stop; start timing after warm-up.
+
+        ``stop``: whether a stop was asked, when the caller has polled ``should_stop`` already.
+        """
+        if self.should_stop() if stop is None else stop:
             self.pause_timing()
             self.checkpoint_now()
             self.directory.write_status("running", step=self.step, wall_seconds=self.wall_seconds())

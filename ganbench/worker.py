@@ -26,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import torch
 
@@ -69,31 +69,97 @@ def _execute_locked(spec: RunSpec, directory: RunDirectory, *, registry: Registr
                     data_dir: str | None, cache_dir: Path, should_stop: Callable[[], bool],
                     on_progress: Callable[[int, int, float], None],
                     interruptible: Callable[[], ContextManager[None]], placement: dict[str, Any]) -> Outcome:
-    removed = remove_temporaries(directory.path)
-    if removed:
-        directory.log_line(f"removed {len(removed)} temporary file(s) of an interrupted write: "
-                           f"{', '.join(path.name for path in removed)}")
-    where = ", ".join(f"{key} {value}" for key, value in placement.items() if value not in (None, ""))
-    directory.log_line(f"start {spec.label} on {device}" + (f" ({where})" if where else ""))
+    _begin(spec, directory, device, placement)
     started = time.time()
     try:
         outcome = train_run(spec, directory, registry=registry, device=device, data_dir=data_dir,
                             cache_dir=cache_dir, should_stop=should_stop, on_progress=on_progress,
                             interruptible=interruptible)
     except Interrupted as stop:
-        directory.log_line(f"interrupted: {stop}")
-        with contextlib.suppress(OSError, UserError):
-            directory.write_status("interrupted", error=str(stop),
-                                   placement={**placement, "started": started, "ended": time.time()})
+        _record_interrupted(directory, stop, placement, started)
         raise
-    except torch.cuda.OutOfMemoryError as error:
-        outcome = Outcome("oom", directory.status().get("step", 0), 0.0, error=_one_line(error))
-    except UserError as error:  # bad data, a full disk: the message says what to do
-        outcome = Outcome("failed", directory.status().get("step", 0), 0.0, error=str(error))
-    except Exception as error:  # a bug in a plugin or in ganbench: record it, keep the grid going
-        directory.log_line(traceback.format_exc())
-        outcome = Outcome("failed", directory.status().get("step", 0), 0.0,
-                          error=f"{type(error).__name__}: {_one_line(error)}")
+    except Exception as error:  # noqa: BLE001 - recorded as the run's outcome, the grid goes on
+        outcome = _failure(error, directory)
+    _record_end(directory, outcome, placement, started)
+    return outcome
+
+
+def execute_pack(specs: Sequence[RunSpec], out: Path, *, registry: Registry, device: torch.device,
+                 data_dir: str | None, cache_dir: Path,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 on_progress: Callable[[RunSpec, int, int, float], None] = lambda spec, step, total, rate: None,
+                 interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+                 on_warning: Callable[[str], None] | None = None,
+                 placement: Mapping[str, Any] | None = None) -> dict[str, Outcome]:
+    """Train ``specs`` together (:mod:`ganbench.packing`) and record each run's outcome; ``run_id -> outcome``.
+
+    Each run is recorded exactly as :func:`execute_run` records it. A run another process
+    holds is left out (its outcome is ``running``); an error of the pack's training is
+    every run's error.
+    """
+    from ganbench.packing import train_packed
+
+    placement = {**(placement or {}), "pack": len(specs)}
+    outcomes: dict[str, Outcome] = {}
+    with contextlib.ExitStack() as locks:
+        packed: list[tuple[RunSpec, RunDirectory]] = []
+        for spec in specs:
+            directory = dataclasses.replace(run_directory(out, spec), on_warning=on_warning)
+            try:
+                locks.enter_context(directory.lock(wait_seconds=RUN_LOCK_WAIT_SECONDS))
+            except RunBusy as busy:
+                outcomes[spec.run_id] = Outcome("running", directory.status().get("step", 0), 0.0, error=str(busy))
+                continue
+            _begin(spec, directory, device, placement)
+            packed.append((spec, directory))
+        if not packed:
+            return outcomes
+        started = time.time()
+        try:
+            trained = train_packed([spec for spec, _ in packed], [directory for _, directory in packed],
+                                   registry=registry, device=device, data_dir=data_dir, cache_dir=cache_dir,
+                                   should_stop=should_stop, on_progress=on_progress, interruptible=interruptible)
+        except Interrupted as stop:
+            for _, directory in packed:
+                _record_interrupted(directory, stop, placement, started)
+            raise
+        except Exception as error:  # noqa: BLE001 - every run of the pack ends with it
+            trained = {spec.run_id: _failure(error, directory) for spec, directory in packed}
+        for spec, directory in packed:
+            _record_end(directory, trained[spec.run_id], placement, started)
+        outcomes.update(trained)
+    return outcomes
+
+
+def _begin(spec: RunSpec, directory: RunDirectory, device: torch.device, placement: Mapping[str, Any]) -> None:
+    removed = remove_temporaries(directory.path)
+    if removed:
+        directory.log_line(f"removed {len(removed)} temporary file(s) of an interrupted write: "
+                           f"{', '.join(path.name for path in removed)}")
+    where = ", ".join(f"{key} {value}" for key, value in placement.items() if value not in (None, ""))
+    directory.log_line(f"start {spec.label} on {device}" + (f" ({where})" if where else ""))
+
+
+def _record_interrupted(directory: RunDirectory, stop: Interrupted, placement: Mapping[str, Any],
+                        started: float) -> None:
+    directory.log_line(f"interrupted: {stop}")
+    with contextlib.suppress(OSError, UserError):
+        directory.write_status("interrupted", error=str(stop),
+                               placement={**placement, "started": started, "ended": time.time()})
+
+
+def _failure(error: Exception, directory: RunDirectory) -> Outcome:
+    """The outcome of a run whose training raised ``error``."""
+    step = directory.status().get("step", 0)
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return Outcome("oom", step, 0.0, error=_one_line(error))
+    if isinstance(error, UserError):  # bad data, a full disk: the message says what to do
+        return Outcome("failed", step, 0.0, error=str(error))
+    directory.log_line(traceback.format_exc())  # a bug in a plugin or in ganbench: keep the grid going
+    return Outcome("failed", step, 0.0, error=f"{type(error).__name__}: {_one_line(error)}")
+
+
+def _record_end(directory: RunDirectory, outcome: Outcome, placement: Mapping[str, Any], started: float) -> None:
     directory.log_line(f"end: {outcome.status} at step {outcome.step} {outcome.error}".rstrip())
     fields = {"step": outcome.step, "error": outcome.error, "metrics": outcome.metrics,
               "protocol": outcome.protocol,
@@ -104,7 +170,6 @@ def _execute_locked(spec: RunSpec, directory: RunDirectory, *, registry: Registr
         directory.write_status(outcome.status, **fields)
     except (OSError, UserError) as error:  # the launcher writes it (see the worker's "end" event)
         directory.log_line(f"could not record the status: {error}")
-    return outcome
 
 
 def _one_line(error: BaseException) -> str:
@@ -130,18 +195,27 @@ class Job:
     """``--disable-plugin`` values, so the worker sees the same plugins as the launcher."""
     placement: Mapping[str, Any] = field(default_factory=dict)
     """Recorded in the run's status: executor, slot or node, GPU, attempt."""
+    companions: tuple[RunSpec, ...] = ()
+    """Runs packed with ``spec`` (``--pack``): trained together in this worker (:mod:`ganbench.packing`)."""
+
+    @property
+    def specs(self) -> tuple[RunSpec, ...]:
+        """Every run of the job, ``spec`` first."""
+        return (self.spec, *self.companions)
 
     def to_json(self) -> dict[str, Any]:
         return {"spec": self.spec.to_json(), "out": self.out, "cache_dir": self.cache_dir,
                 "data_dir": self.data_dir, "device": self.device, "threads": self.threads,
-                "disabled": list(self.disabled), "placement": dict(self.placement)}
+                "disabled": list(self.disabled), "placement": dict(self.placement),
+                "companions": [spec.to_json() for spec in self.companions]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Job":
         return cls(spec=RunSpec.from_json(data["spec"]), out=data["out"], cache_dir=data["cache_dir"],
                    data_dir=data.get("data_dir"), device=data.get("device", "cpu"),
                    threads=int(data.get("threads", 1)), disabled=tuple(data.get("disabled", ())),
-                   placement=dict(data.get("placement", {})))
+                   placement=dict(data.get("placement", {})),
+                   companions=tuple(RunSpec.from_json(spec) for spec in data.get("companions", ())))
 
 
 class _Events:
@@ -229,29 +303,41 @@ def main() -> int:
         print(f"warning: {message}", file=sys.stderr, flush=True)
         events.send("warning", message=message)
 
-    directory = RunDirectory(Path(job.out) / "runs" / job.spec.run_id)
+    directories = {spec.run_id: RunDirectory(Path(job.out) / "runs" / spec.run_id) for spec in job.specs}
+
+    def send_ends(status: str, error: str) -> None:
+        for run_id, directory in directories.items():
+            record = directory.status()
+            events.send("end", run_id=run_id, status=status, step=record.get("step", 0), error=error,
+                        recorded=record.get("status") == status)
+
     try:
         from ganbench.registry import get_registry
 
         device = _device(job, warn)
-        outcome = execute_run(job.spec, Path(job.out), registry=get_registry(job.disabled), device=device,
-                              data_dir=job.data_dir, cache_dir=Path(job.cache_dir), should_stop=stop,
-                              on_progress=lambda step, total, rate: events.send(
-                                  "progress", step=step, total=total, rate=rate),
-                              interruptible=stop.interruptible, on_warning=warn,
-                              placement={**job.placement, "device": str(device), "threads": job.threads})
+        common = dict(registry=get_registry(job.disabled), device=device, data_dir=job.data_dir,
+                      cache_dir=Path(job.cache_dir), should_stop=stop, interruptible=stop.interruptible,
+                      on_warning=warn, placement={**job.placement, "device": str(device), "threads": job.threads})
+        if job.companions:
+            outcomes = execute_pack(job.specs, Path(job.out), **common, on_progress=lambda spec, step, total, rate:
+                                    events.send("progress", run_id=spec.run_id, step=step, total=total, rate=rate))
+        else:
+            outcomes = {job.spec.run_id: execute_run(
+                job.spec, Path(job.out), **common, on_progress=lambda step, total, rate: events.send(
+                    "progress", run_id=job.spec.run_id, step=step, total=total, rate=rate))}
     except Interrupted as interruption:
-        events.send("end", status="interrupted", step=directory.status().get("step", 0),
-                    error=str(interruption), recorded=directory.status().get("status") == "interrupted")
+        send_ends("interrupted", str(interruption))
         return 0
     except BaseException as error:  # noqa: BLE001 - outside execute_run: say so, let the launcher record it
         traceback.print_exc()
-        events.send("end", status="failed", step=directory.status().get("step", 0),
-                    error=f"{type(error).__name__}: {_one_line(error)}", recorded=False)
+        for run_id, directory in directories.items():
+            events.send("end", run_id=run_id, status="failed", step=directory.status().get("step", 0),
+                        error=f"{type(error).__name__}: {_one_line(error)}", recorded=False)
         return 0
-    recorded = outcome.status == "running" or directory.status().get("status") == outcome.status
-    events.send("end", status=outcome.status, step=outcome.step, error=outcome.error,
-                wall_seconds=outcome.wall_seconds, recorded=recorded)
+    for run_id, outcome in outcomes.items():
+        recorded = outcome.status == "running" or directories[run_id].status().get("status") == outcome.status
+        events.send("end", run_id=run_id, status=outcome.status, step=outcome.step, error=outcome.error,
+                    wall_seconds=outcome.wall_seconds, recorded=recorded)
     return 0
 
 

@@ -44,6 +44,8 @@ class RunOptions:
     runs_per_gpu: int = 1
     retries: int = 1
     """How often a run whose worker died is tried again."""
+    pack: int = 1
+    """Runs trained together per worker as one stacked model (:mod:`ganbench.packing`)."""
     disabled: tuple[str, ...] = ()
     """``--disable-plugin`` values, passed on to every worker."""
 
@@ -52,8 +54,9 @@ class RunOptions:
 class WorkerResult:
     """How one attempt at a run ended, as seen by its launcher."""
 
-    end: dict[str, Any] | None
-    """The worker's ``end`` event (status, step, error, recorded), None when it died first."""
+    ends: dict[str, dict[str, Any]]
+    """``run_id -> `` the worker's ``end`` event of that run (status, step, error, recorded);
+    a run is missing when the worker died before reporting its end."""
     exit_code: int | None = None
     """The process's exit status (negative: killed by that signal); None when unknown."""
     output_tail: str = ""
@@ -75,12 +78,13 @@ class WorkerResult:
         return how + (f"; its last output: {last[-1].strip()}" if last else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"end": self.end, "exit_code": self.exit_code, "output_tail": self.output_tail,
+        return {"ends": self.ends, "exit_code": self.exit_code, "output_tail": self.output_tail,
                 "problem": self.problem, "warnings": self.warnings}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "WorkerResult":
-        return cls(end=data.get("end"), exit_code=data.get("exit_code"), output_tail=data.get("output_tail", ""),
+        return cls(ends=dict(data.get("ends", {})), exit_code=data.get("exit_code"),
+                   output_tail=data.get("output_tail", ""),
                    problem=data.get("problem", ""), warnings=list(data.get("warnings", [])))
 
 
@@ -125,10 +129,13 @@ class Executor(Protocol):
 
 
 class GridState:
-    """The runs still to start, their attempts, and the statuses of those that ended."""
+    """The runs still to start (in packs of ``options.pack``), their attempts, and the statuses of those that ended."""
 
     def __init__(self, specs: list[RunSpec], options: RunOptions, reporter: Reporter) -> None:
-        self.queue: deque[tuple[RunSpec, int]] = deque((spec, 1) for spec in specs)
+        from ganbench.packing import plan_packs
+
+        self.queue: deque[tuple[tuple[RunSpec, ...], int]] = deque(
+            (group, 1) for group in plan_packs(specs, options.pack))
         self.options = options
         self.reporter = reporter
         self.statuses: dict[str, str] = {}
@@ -136,22 +143,29 @@ class GridState:
     def has_pending(self) -> bool:
         return bool(self.queue)
 
-    def next(self) -> tuple[RunSpec, int]:
-        """The next run to start and its attempt number (1 for the first)."""
+    def next(self) -> tuple[tuple[RunSpec, ...], int]:
+        """The next runs to start in one worker (one, or a pack) and their attempt number (1 for the first)."""
         return self.queue.popleft()
 
     def directory(self, spec: RunSpec) -> RunDirectory:
         return RunDirectory(Path(self.options.out) / "runs" / spec.run_id)
 
-    def settle(self, spec: RunSpec, attempt: int, result: WorkerResult, stopping: bool) -> None:
-        """Record how an attempt ended, or queue the run again when its worker died."""
+    def settle(self, group: tuple[RunSpec, ...], attempt: int, result: WorkerResult, stopping: bool) -> None:
+        """Record how each run of an attempt ended, or queue again those whose worker died first."""
         for message in result.warnings:
-            self.reporter.warning(spec, message)
+            self.reporter.warning(group[0], message)
+        again = [spec for spec in group if not self._settle_one(spec, attempt, result, stopping)]
+        if again:
+            self.queue.append((tuple(again), attempt + 1))
+
+    def _settle_one(self, spec: RunSpec, attempt: int, result: WorkerResult, stopping: bool) -> bool:
+        """Record how ``spec`` ended; False when it is to be tried again."""
         directory = self.directory(spec)
-        if result.end is not None:
-            status, error = result.end.get("status", "failed"), result.end.get("error", "")
-            if not result.end.get("recorded", True):
-                self._record(spec, directory, status, step=result.end.get("step", 0), error=error)
+        end = result.ends.get(spec.run_id)
+        if end is not None:
+            status, error = end.get("status", "failed"), end.get("error", "")
+            if not end.get("recorded", True):
+                self._record(spec, directory, status, step=end.get("step", 0), error=error)
         elif directory.status().get("status") in FINISHED:  # it died after recording its end
             status, error = directory.status()["status"], directory.status().get("error", "")
         elif stopping:
@@ -161,14 +175,14 @@ class GridState:
             directory.log_line(f"worker process died ({result.death()}); trying again")
             self.reporter.warning(spec, f"the worker process died ({result.death()}); trying again "
                                         f"(attempt {attempt + 1} of {self.options.retries + 1})")
-            self.queue.append((spec, attempt + 1))
-            return
+            return False
         else:
             status = "failed"
             error = f"the worker process died on each of {attempt} attempt(s); last: {result.death()}"
             self._record(spec, directory, status, error=error, attempts=attempt)
         self.statuses[spec.run_id] = status
         self.reporter.finished(spec, status, error)
+        return True
 
     def _record(self, spec: RunSpec, directory: RunDirectory, status: str, **fields: Any) -> None:
         directory.log_line(f"end: {status} {fields.get('error', '')}".rstrip())

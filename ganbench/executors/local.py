@@ -2,7 +2,7 @@
 
 Slots come from :func:`ganbench.devices.plan_slots`: every selected GPU (or
 ``runs_per_gpu`` shares of it), or ``workers`` shares of the CPU cores. A free slot takes
-the next run; the worker sees only its GPU (``CUDA_VISIBLE_DEVICES``) and uses the slot's
+the next run (or the next pack of runs, with ``pack``); the worker sees only its GPU (``CUDA_VISIBLE_DEVICES``) and uses the slot's
 thread count. When the grid is asked to stop, every worker gets a SIGTERM (it checkpoints
 and exits); if this process is interrupted again, they are killed.
 """
@@ -46,8 +46,8 @@ class LocalExecutor:
         return (f"{len(self.slots)} worker(s) on {where}, {slot.threads} torch thread(s) each: "
                 f"{', '.join(s.name for s in self.slots)}")
 
-    def _job(self, spec: RunSpec, slot: Slot, attempt: int) -> Job:
-        return Job(spec=spec, out=str(Path(self.options.out).resolve()),
+    def _job(self, group: tuple[RunSpec, ...], slot: Slot, attempt: int) -> Job:
+        return Job(spec=group[0], companions=group[1:], out=str(Path(self.options.out).resolve()),
                    cache_dir=str(Path(self.options.cache_dir).resolve()), data_dir=self.options.data_dir,
                    device=slot.device, threads=slot.threads, disabled=tuple(self.options.disabled),
                    placement={"executor": "local", "slot": slot.name, "gpu": slot.gpu, "attempt": attempt})
@@ -55,7 +55,7 @@ class LocalExecutor:
     def run(self, specs: list[RunSpec], reporter: Reporter, stop: Callable[[], bool]) -> dict[str, str]:
         state = GridState(specs, self.options, reporter)
         free = list(self.slots)
-        running: dict[WorkerProcess, tuple[Slot, RunSpec, int]] = {}
+        running: dict[WorkerProcess, tuple[Slot, tuple[RunSpec, ...], int]] = {}
         stopping = False
         try:
             while state.has_pending() or running:
@@ -64,24 +64,28 @@ class LocalExecutor:
                     for worker in running:
                         worker.terminate()
                 while free and state.has_pending() and not stopping:
-                    spec, attempt = state.next()
+                    group, attempt = state.next()
                     slot = free.pop(0)
                     env = {"CUDA_VISIBLE_DEVICES": slot.gpu} if slot.gpu is not None else {}
-                    worker = WorkerProcess(self._job(spec, slot, attempt), env=env)
-                    running[worker] = (slot, spec, attempt)
-                    reporter.started(spec, slot.name)
+                    worker = WorkerProcess(self._job(group, slot, attempt), env=env)
+                    running[worker] = (slot, group, attempt)
+                    where = slot.name + (f", pack of {len(group)}" if len(group) > 1 else "")
+                    for spec in group:
+                        reporter.started(spec, where)
                 if not running:
                     break
                 select.select(list(running), [], [], 0.25)
-                for worker, (slot, spec, attempt) in list(running.items()):
+                for worker, (slot, group, attempt) in list(running.items()):
+                    by_id = {spec.run_id: spec for spec in group}
                     for event in worker.read_events():
                         if event.get("event") == "progress":
+                            spec = by_id.get(event.get("run_id"), group[0])
                             reporter.progress(spec, event["step"], event["total"], event["rate"])
                         elif event.get("event") == "warning":
-                            reporter.warning(spec, event.get("message", ""))
+                            reporter.warning(group[0], event.get("message", ""))
                     if worker.poll() is not None:
                         del running[worker]
-                        state.settle(spec, attempt, worker.result(), stopping)
+                        state.settle(group, attempt, worker.result(), stopping)
                         free.append(slot)
                         free.sort(key=self.slots.index)
         finally:
@@ -89,11 +93,12 @@ class LocalExecutor:
                 for worker in running:
                     worker.kill()
                 deadline = time.monotonic() + KILL_WAIT_SECONDS
-                for worker, (slot, spec, attempt) in running.items():
+                for worker, (slot, group, attempt) in running.items():
                     try:
                         worker.process.wait(max(0.1, deadline - time.monotonic()))
                     except Exception:  # noqa: BLE001 - best effort on the way out
                         continue
-                    with contextlib.suppress(OSError, UserError):
-                        state.directory(spec).write_status("interrupted", error="killed by a second interrupt")
+                    for spec in group:
+                        with contextlib.suppress(OSError, UserError):
+                            state.directory(spec).write_status("interrupted", error="killed by a second interrupt")
         return state.statuses

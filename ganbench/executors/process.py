@@ -1,4 +1,4 @@
-"""One worker process (``python -m ganbench.worker``) training one run, seen from its launcher.
+"""One worker process (``python -m ganbench.worker``) training one run (or a pack), seen from its launcher.
 
 The job goes in on stdin; events come back as JSON lines on a pipe of their own (a
 plugin printing to stdout cannot garble them); the worker's stdout and stderr go to the
@@ -30,7 +30,14 @@ class WorkerProcess:
         self.job = job
         self.directory = RunDirectory(Path(job.out) / "runs" / job.spec.run_id)
         self.directory.path.mkdir(parents=True, exist_ok=True)
-        self.end: dict[str, Any] | None = None
+        for spec in job.companions:  # a packed run's output is its pack's: say where it is
+            companion = RunDirectory(Path(job.out) / "runs" / spec.run_id)
+            companion.path.mkdir(parents=True, exist_ok=True)
+            with open(companion.output, "a") as output:
+                output.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} packed with {job.spec.label}: the "
+                             f"worker's output is in runs/{job.spec.run_id}/{self.directory.output.name}\n")
+        self.ends: dict[str, dict[str, Any]] = {}
+        """``run_id -> end event`` of the runs that reported their end."""
         self.started = time.monotonic()
         self._buffer = b""
         read_fd, write_fd = os.pipe()
@@ -39,6 +46,8 @@ class WorkerProcess:
         with open(self.directory.output, "ab") as output:
             output.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} worker for {job.spec.label}, "
                          f"{json.dumps(dict(job.placement))}\n".encode())
+            for spec in job.companions:
+                output.write(f"    packed with {spec.label} ({spec.run_id})\n".encode())
             output.flush()
             try:
                 self.process = subprocess.Popen(
@@ -85,7 +94,7 @@ class WorkerProcess:
             except ValueError:
                 continue
             if event.get("event") == "end":
-                self.end = event
+                self.ends[event.get("run_id", self.job.spec.run_id)] = event
             events.append(event)
         return events
 
@@ -107,8 +116,9 @@ class WorkerProcess:
         self.process.wait()
         self.read_events()
         os.close(self._events)
-        return WorkerResult(end=self.end, exit_code=self.process.returncode,
-                            output_tail="" if self.end else output_tail(self.directory.output))
+        every_end = all(spec.run_id in self.ends for spec in self.job.specs)
+        return WorkerResult(ends=dict(self.ends), exit_code=self.process.returncode,
+                            output_tail="" if every_end else output_tail(self.directory.output))
 
 
 def follow(worker: WorkerProcess, should_stop: Callable[[], bool],

@@ -1,4 +1,4 @@
-"""The Ray executor: each run of the grid is one Ray core task (not Ray Tune).
+"""The Ray executor: each run (or pack of runs, ``--pack``) of the grid is one Ray core task (not Ray Tune).
 
 A task asks Ray for the run's resources (:func:`ganbench.devices.plan_ray_tasks`:
 a fraction of a GPU when packing) and then starts the same worker process as the local
@@ -51,17 +51,19 @@ def run_task(job_data: dict[str, Any]) -> dict[str, Any]:
                  "gpu": ",".join(gpu_ids) or None}
     job = Job.from_json({**job_data, "device": "cuda:0" if gpu_ids else "cpu", "placement": placement})
     stop_file = Path(job.out) / STOP_FILE
-    progress_file = Path(job.out) / "runs" / job.spec.run_id / PROGRESS_FILE
+    progress_files = {spec.run_id: Path(job.out) / "runs" / spec.run_id / PROGRESS_FILE for spec in job.specs}
     warnings: list[str] = []
-    last_progress = [0.0]
+    last_progress: dict[str, float] = {}
 
     def on_event(event: dict[str, Any]) -> None:
         if event.get("event") == "warning":
             warnings.append(event.get("message", ""))
-        elif event.get("event") == "progress" and time.monotonic() - last_progress[0] > PROGRESS_SECONDS:
-            last_progress[0] = time.monotonic()
-            with contextlib.suppress(OSError, UserError):
-                write_json(progress_file, event)
+        elif event.get("event") == "progress":
+            run_id = event.get("run_id", job.spec.run_id)
+            if time.monotonic() - last_progress.get(run_id, 0.0) > PROGRESS_SECONDS and run_id in progress_files:
+                last_progress[run_id] = time.monotonic()
+                with contextlib.suppress(OSError, UserError):
+                    write_json(progress_files[run_id], event)
 
     worker = WorkerProcess(job)
     try:
@@ -72,7 +74,8 @@ def run_task(job_data: dict[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 worker.process.wait(30)
             worker.kill()
-        progress_file.unlink(missing_ok=True)
+        for progress_file in progress_files.values():
+            progress_file.unlink(missing_ok=True)
     result.warnings = warnings
     return result.to_json()
 
@@ -84,7 +87,7 @@ class RayExecutor:
         self.options = options
         self.ray = import_ray()
         self.started_here = False
-        self.in_flight: dict[Any, tuple[RunSpec, int]] = {}
+        self.in_flight: dict[Any, tuple[tuple[RunSpec, ...], int]] = {}
 
     def __enter__(self) -> "RayExecutor":
         self.started_here = self._connect()
@@ -127,8 +130,8 @@ class RayExecutor:
             capacity = min(capacity, int(round(gpus * self.options.runs_per_gpu)))
         return resources, max(1, capacity)
 
-    def _job(self, spec: RunSpec, resources: TaskResources, attempt: int) -> Job:
-        return Job(spec=spec, out=str(Path(self.options.out).resolve()),
+    def _job(self, group: tuple[RunSpec, ...], resources: TaskResources, attempt: int) -> Job:
+        return Job(spec=group[0], companions=group[1:], out=str(Path(self.options.out).resolve()),
                    cache_dir=str(Path(self.options.cache_dir).resolve()), data_dir=self.options.data_dir,
                    threads=resources.threads, disabled=tuple(self.options.disabled),
                    placement={"executor": "ray", "attempt": attempt})
@@ -146,18 +149,19 @@ class RayExecutor:
                 stopping = True
                 stop_file.touch()
             while state.has_pending() and len(in_flight) < capacity and not stopping:
-                spec, attempt = state.next()
-                in_flight[task.remote(self._job(spec, resources, attempt).to_json())] = (spec, attempt)
-                reporter.started(spec, "ray")
+                group, attempt = state.next()
+                in_flight[task.remote(self._job(group, resources, attempt).to_json())] = (group, attempt)
+                for spec in group:
+                    reporter.started(spec, "ray" + (f", pack of {len(group)}" if len(group) > 1 else ""))
             if not in_flight:
                 break
             done, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0.5)
             for ref in done:
-                spec, attempt = in_flight.pop(ref)
-                state.settle(spec, attempt, self._result(ref), stopping)
+                group, attempt = in_flight.pop(ref)
+                state.settle(group, attempt, self._result(ref), stopping)
             if time.monotonic() - shown > PROGRESS_SECONDS:
                 shown = time.monotonic()
-                for spec, _ in in_flight.values():
+                for spec in (spec for group, _ in in_flight.values() for spec in group):
                     event = read_json(Path(self.options.out) / "runs" / spec.run_id / PROGRESS_FILE)
                     if isinstance(event, dict) and "step" in event:
                         reporter.progress(spec, event["step"], event.get("total", spec.steps),
@@ -169,5 +173,5 @@ class RayExecutor:
             return WorkerResult.from_json(self.ray.get(ref))
         except self.ray.exceptions.RayError as error:
             lines = str(error).strip().splitlines()
-            return WorkerResult(end=None, problem=f"Ray reported {type(error).__name__}"
+            return WorkerResult(ends={}, problem=f"Ray reported {type(error).__name__}"
                                                   + (f": {lines[0]}" if lines else ""))

@@ -1,0 +1,272 @@
+"""Packing: several runs of a grid trained together, as one stacked model, in one worker.
+
+A small GAN leaves most of a GPU idle: a DCGAN step at batch 64 is a few hundred small
+kernels. Runs that differ only in their seed or learning rates (same architecture, loss,
+dataset, shapes, steps and schedule) can instead train as one model: their parameters are
+stacked along a new leading dimension and each forward pass runs once for all of them
+through ``torch.func.vmap`` over ``torch.func.functional_call``, which turns N
+convolutions into one grouped convolution and N matrix products into one batched product
+(the idea of HFTA, Wang et al., MLSys 2021). ``ganbench run --pack N`` trains groups of up
+to N such runs per worker (:func:`plan_packs`).
+
+Each packed run stays its own run: its own modules (built after seeding torch with its own
+seed), optimisers and learning rates, data and noise streams, losses, checkpoints,
+metrics and files: the same run id and the same files as when it trains alone. Two things
+differ. Floating-point rounding: a batched kernel may add up in another order, so weights
+agree with a lone run's to rounding, not bit for bit. And timing: a packed run's
+``images_per_second`` is its own images over the pack's time (the pack's aggregate is
+the sum); its protocol says it was packed, and with how many runs.
+
+Only the modules' forward and backward passes are stacked. Each run's losses and penalty
+are computed on its own slice of the logits, with its own ``params`` (a penalty gets the
+run's own discriminator module), and its optimiser steps and ``after_discriminator_step``
+run per run, so every loss plugin packs unchanged. Sampling, evaluation and checkpoints
+happen per run at the shared schedule's boundaries.
+
+Some modules cannot be batched by vmap: spectral normalisation updates its power-iteration
+vectors in place with ``out=`` operations, for one, and compiled modules are not stacked.
+:func:`train_packed` probes the models before training and, when they cannot be stacked,
+trains the runs one after another in the same worker, saying why in each run's log and
+protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from typing import Any, Callable, ContextManager, Sequence
+
+import torch
+from torch import nn
+
+from ganbench.config import RunSpec
+from ganbench.ledger import RunDirectory
+from ganbench.registry import Registry
+from ganbench.train import Interrupted, Outcome, RunState, train_to_end
+
+PACK_FREE_PARAMS = ("lr_g", "lr_d")
+"""Hyperparameters that may differ between the runs of one pack (besides the seed)."""
+
+Losses = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+def pack_key(spec: RunSpec) -> str:
+    """What runs must share to be packed: everything but the seed and :data:`PACK_FREE_PARAMS`."""
+    data = spec.to_json()
+    for name in ("seed", "run_id"):
+        data.pop(name)
+    data["params"] = {key: value for key, value in spec.params.items() if key not in PACK_FREE_PARAMS}
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def plan_packs(specs: Sequence[RunSpec], size: int) -> list[tuple[RunSpec, ...]]:
+    """Split ``specs`` into groups of at most ``size`` runs that can be packed, in grid order.
+
+    A group starts where its first run appears in ``specs``; with ``size`` 1 every run is
+    a group of its own.
+    """
+    if size <= 1:
+        return [(spec,) for spec in specs]
+    open_groups: dict[str, list[RunSpec]] = {}
+    groups: list[list[RunSpec]] = []
+    for spec in specs:
+        key = pack_key(spec)
+        group = open_groups.get(key)
+        if group is None or len(group) >= size:
+            group = open_groups[key] = []
+            groups.append(group)
+        group.append(spec)
+    return [tuple(group) for group in groups]
+
+
+class StackedModules:
+    """N modules of one architecture called as one: ``[N, batch, ...]`` in, ``[N, batch, ...]`` out.
+
+    The modules keep their own parameters, which the stacked call reads (``torch.stack``
+    per call, so gradients flow back to each module's own parameters and its optimiser
+    steps them as usual) and their own buffers (BatchNorm statistics), which are copied
+    back after every call.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.modules = list(modules)
+        self.template = copy.deepcopy(self.modules[0]).to("meta")
+        self.parameter_names = [name for name, _ in self.modules[0].named_parameters()]
+        self.buffer_names = [name for name, _ in self.modules[0].named_buffers()]
+        parameters = [dict(module.named_parameters()) for module in self.modules]
+        buffers = [dict(module.named_buffers()) for module in self.modules]
+        self.parameters = [[each[name] for each in parameters] for name in self.parameter_names]
+        self.buffers = [[each[name] for each in buffers] for name in self.buffer_names]
+
+    def _one(self, parameters: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+             inputs: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self.template, (parameters, buffers), (inputs,))
+
+    def __call__(self, inputs: torch.Tensor, *, write_back: bool = True) -> torch.Tensor:
+        parameters = {name: torch.stack(tensors) for name, tensors in zip(self.parameter_names, self.parameters)}
+        buffers = {name: torch.stack(tensors) for name, tensors in zip(self.buffer_names, self.buffers)}
+        outputs = torch.func.vmap(self._one, randomness="different")(parameters, buffers, inputs)
+        if write_back:
+            with torch.no_grad():
+                for name, tensors in zip(self.buffer_names, self.buffers):
+                    torch._foreach_copy_(tensors, list(buffers[name].unbind(0)))
+        return outputs
+
+
+def why_not_packable(runs: Sequence[RunState]) -> str | None:
+    """Why these runs' models cannot be stacked, or None when they can (tried on a tiny batch)."""
+    first = runs[0]
+    if first.fast.compile:
+        return "compiled models (--set compile=true) are not stacked"
+    try:
+        generators = StackedModules([run.generator for run in runs])
+        discriminators = StackedModules([run.discriminator for run in runs])
+        noise = torch.zeros(len(runs), 2, first.latent_dim, device=first.device)
+        with first.fast.autocast():
+            with torch.no_grad():
+                fake = generators(noise, write_back=False)
+            logits = discriminators(fake, write_back=False)
+        logits.float().sum().backward()  # every optimiser step starts from zeroed gradients
+    except Exception as error:  # noqa: BLE001 - any failure means "train them one by one"
+        lines = str(error).strip().splitlines()
+        return f"vmap cannot stack {first.spec.architecture}'s modules ({type(error).__name__}: " \
+               f"{lines[0] if lines else ''})"
+    finally:
+        for run in runs:
+            run.generator.zero_grad(set_to_none=True)
+            run.discriminator.zero_grad(set_to_none=True)
+    return None
+
+
+def packed_step(runs: Sequence[RunState], generators: StackedModules, discriminators: StackedModules) -> list[Losses]:
+    """One generator step of every run in ``runs`` (after their ``n_critic`` D steps), stacked.
+
+    The arithmetic of :func:`ganbench.train.train_step`, with each forward pass run once for
+    all runs; returns each run's losses of its last steps.
+    """
+    first = runs[0]
+    loss, fast = first.loss, first.fast
+    for _ in range(first.n_critic):
+        real_x = torch.stack([run.real_batch() for run in runs])
+        noise = torch.stack([run.noise() for run in runs])
+        with fast.autocast():  # forward passes only: losses get float32 logits
+            with torch.no_grad():
+                fake_x = generators(noise)
+            real_logits = discriminators(real_x).flatten(1).float()
+            fake_logits = discriminators(fake_x).flatten(1).float()
+            penalties, d_losses = [], []
+            for i, run in enumerate(runs):
+                with run.own_global_rng():
+                    penalties.append(loss.penalty(run.discriminator, real_x[i], fake_x[i], run.params))
+        for i, run in enumerate(runs):
+            with run.own_global_rng():
+                d_losses.append(loss.discriminator_loss(real_logits[i], fake_logits[i], run.params))
+        for run in runs:
+            run.optimizer_d.zero_grad(set_to_none=True)
+        # Runs share no parameters, so the sum's gradient for each run is that run's own.
+        sum(d if p is None else d + p for d, p in zip(d_losses, penalties)).backward()
+        for run in runs:
+            run.optimizer_d.step()
+            with run.own_global_rng():
+                loss.after_discriminator_step(run.discriminator, run.params)
+
+    for run in runs:
+        run.discriminator.requires_grad_(False)
+    with fast.autocast():
+        real_logits = None
+        if loss.generator_needs_real_logits:
+            with torch.no_grad():
+                real_logits = discriminators(real_x).flatten(1).float()
+        fake_logits = discriminators(generators(torch.stack([run.noise() for run in runs]))).flatten(1).float()
+    g_losses = []
+    for i, run in enumerate(runs):
+        with run.own_global_rng():
+            g_losses.append(loss.generator_loss(fake_logits[i], None if real_logits is None else real_logits[i],
+                                                run.params))
+    for run in runs:
+        run.optimizer_g.zero_grad(set_to_none=True)
+    sum(g_losses).backward()
+    for run in runs:
+        run.optimizer_g.step()
+        run.discriminator.requires_grad_(True)
+    return list(zip(d_losses, g_losses, penalties))
+
+
+def train_packed(specs: Sequence[RunSpec], directories: Sequence[RunDirectory], *, registry: Registry,
+                 device: torch.device, data_dir: str | None, cache_dir: Any,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 on_progress: Callable[[RunSpec, int, int, float], None] = lambda spec, step, total, rate: None,
+                 interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> dict[str, Outcome]:
+    """Train (or resume) ``specs`` together, each in its directory; return ``run_id -> outcome``.
+
+    Stopping works as in :func:`ganbench.train.train_run`: every run is checkpointed and
+    :class:`~ganbench.train.Interrupted` raised. Runs resumed at different steps catch up:
+    each stacked step trains the runs that are furthest behind.
+    """
+    runs = [RunState(spec, directory, registry=registry, device=device, data_dir=data_dir, cache_dir=cache_dir,
+                     should_stop=should_stop, interruptible=interruptible,
+                     on_progress=lambda step, total, rate, spec=spec: on_progress(spec, step, total, rate))
+            for spec, directory in zip(specs, directories)]
+    outcomes: dict[str, Outcome] = {}
+    reason = why_not_packable(runs) if len(runs) > 1 else "a pack of one"
+    if reason is not None:
+        for run in runs:
+            run.log(f"trained alone: {reason}")
+            run.packing = {"training_packing": f"asked to pack, trained alone: {reason}"}
+        for run in runs:
+            with run.own_global_rng():
+                outcomes[run.spec.run_id] = train_to_end(run)
+        return outcomes
+
+    for run in runs:
+        others = ", ".join(other.spec.label for other in runs if other is not run)
+        run.log(f"packed with {others}: one stacked model (torch.func.vmap)")
+        run.packing = {"training_packing": f"{len(runs)} runs as one stacked model (torch.func.vmap); "
+                                           "time and throughput figures are per run over the pack's time"}
+    stacks: dict[tuple[int, ...], tuple[StackedModules, StackedModules]] = {}
+    unfinished = [run for run in runs if not run.finished]
+    while unfinished:
+        behind = min(run.step for run in unfinished)
+        group = [run for run in unfinished if run.step == behind]
+        key = tuple(id(run) for run in group)
+        if key not in stacks:
+            stacks[key] = (StackedModules([run.generator for run in group]),
+                           StackedModules([run.discriminator for run in group]))
+        _before_step(group, unfinished, should_stop)
+        losses = packed_step(group, *stacks[key])
+        at_boundary = [run for run, each in zip(group, losses) if run.record(*each)]
+        for run in at_boundary:  # every clock stops before any run samples or evaluates
+            run.pause_timing()
+        for run in at_boundary:
+            with run.own_global_rng():
+                outcome = run.at_boundary()
+            if outcome is not None:
+                outcomes[run.spec.run_id] = outcome
+        unfinished = [run for run in unfinished if not run.finished and run.spec.run_id not in outcomes]
+    for run in runs:
+        if run.spec.run_id not in outcomes:
+            with run.own_global_rng():
+                outcomes[run.spec.run_id] = run.finish()
+    return outcomes
+
+
+
+def _before_step(group: Sequence[RunState], unfinished: Sequence[RunState], should_stop: Callable[[], bool]) -> None:
+    """Start the group's step; on a stop request, checkpoint every unfinished run, then raise.
+
+    ``should_stop`` is polled once per step, as for a run trained alone.
+    """
+    if not should_stop():
+        for run in group:
+            with run.own_global_rng():
+                run.before_step(stop=False)
+        return
+    stopped = Interrupted("stopped")
+    for run in unfinished:
+        try:
+            with run.own_global_rng():
+                run.before_step(stop=True)
+        except Interrupted as interruption:
+            stopped = interruption
+    raise stopped
