@@ -326,10 +326,25 @@ def _add_plugin_commands(registry) -> None:
                   file=sys.stderr)
 
 
+def disabled_plugins(argv: list[str]) -> tuple[str, ...]:
+    """The ``--disable-plugin`` values given before the subcommand (read before click parses, so a
+    disabled plugin's commands are never added)."""
+    disabled = []
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument == "--disable-plugin":
+            disabled.append(next(arguments, ""))
+        elif argument.startswith("--disable-plugin="):
+            disabled.append(argument.split("=", 1)[1])
+        elif not argument.startswith("-"):  # the subcommand: what follows is its own
+            break
+    return tuple(name for name in disabled if name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
     try:
-        _add_plugin_commands(get_registry())
+        _add_plugin_commands(get_registry(disabled_plugins(sys.argv[1:] if argv is None else argv)))
         result = cli.main(args=argv, prog_name="ganbench", standalone_mode=False)
     except UserError as error:
         print(f"ganbench: error: {error}", file=sys.stderr)

@@ -237,3 +237,25 @@ def test_plugins_verbose_shows_each_plugins_distribution_version_module_and_hook
     assert "ganbench_plugins.losses" in builtin and "register_losses" in builtin
     assert "verbose-loss" in output and "fake-verbose 2.3.4" in output
     assert "fake_verbose_plugin" not in run_cli("plugins")  # modules and hooks only with --verbose
+
+
+def test_a_disabled_plugin_adds_no_command(fake_distributions, capsys):
+    source = loss_plugin("commanding-loss", extra="""
+        @hookimpl
+        def register_commands(cli):
+            @cli.command(name="commanding-hello")
+            def hello():
+                print("hello from a plugin command")
+    """)
+    fake_distributions("fake-commanding", {"fake_commanding_plugin": source}, {"commanding": "fake_commanding_plugin"})
+    try:
+        for disabled in (["--disable-plugin", "fake-commanding"], ["--disable-plugin=fake-commanding:commanding"]):
+            with pytest.raises(SystemExit) as exited:
+                main([*disabled, "commanding-hello"])
+            assert exited.value.code == 2
+            assert "No such command 'commanding-hello'" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exited:
+            main(["commanding-hello"])
+        assert exited.value.code == 0 and "hello from a plugin command" in capsys.readouterr().out
+    finally:
+        cli.commands.pop("commanding-hello", None)
