@@ -304,8 +304,8 @@ class RunState:
             self.log(f"saved {count} generated samples of the final evaluation to {path.name}")
         return values, evaluation.protocol_columns()
 
-    def flush_losses(self) -> str | None:
-        """Log the losses since the last flush; return an error if one was not finite."""
+    def flush_losses(self) -> tuple[int, str] | None:
+        """Log the losses since the last flush; return ``(step, error)`` of the first that was not finite."""
         if not self.pending:
             return None
         losses = torch.stack(self.pending).double().cpu()
@@ -314,8 +314,8 @@ class RunState:
         bad = (~torch.isfinite(losses)).any(dim=1).nonzero()
         if len(bad):
             at = first_step + int(bad[0])
-            return (f"non-finite loss at step {at} (d_loss={losses[bad[0], 0].item()}, "
-                    f"g_loss={losses[bad[0], 1].item()})")
+            return at, (f"non-finite loss at step {at} (d_loss={losses[bad[0], 0].item()}, "
+                        f"g_loss={losses[bad[0], 1].item()})")
         mean = losses.mean(dim=0)
         append_jsonl(self.directory.metrics, [{"step": self.step, "kind": "train", "d_loss": mean[0].item(),
                                                "g_loss": mean[1].item(), "penalty": mean[2].item(),
@@ -360,10 +360,11 @@ class RunState:
         Returns the run's outcome when its losses diverged, else None.
         """
         self.pause_timing()
-        error = self.flush_losses()
-        if error:
+        diverged = self.flush_losses()
+        if diverged:
+            at, error = diverged
             self.log(error)
-            return Outcome("diverged", self.step, self.wall_seconds(), error=error)
+            return Outcome("diverged", at, self.wall_seconds(), error=error)
         figures = self.training_figures()
         self.on_progress(self.step, self.spec.steps, figures["steps_per_second"])
         if self.boundary["samples"]:

@@ -216,6 +216,7 @@ def test_non_finite_loss_marks_the_run_diverged_at_that_step_and_the_grid_goes_o
     diverged_dir = tmp_path / "runs" / runs[0].run_id
     status = read_json(diverged_dir / "status.json")
     assert status["status"] == "diverged" and "step 7" in status["error"]
+    assert status["step"] == 7 and outcomes["nan-at-step-seven"].step == 7, "the step it diverged at, not the log's"
     assert sorted(losses(diverged_dir)) == [5], "nothing is logged from the diverged window on"
     rows = {row["loss"]: row for row in results_rows(tmp_path)}
     assert (rows["nan-at-step-seven"]["status"], rows["ns"]["status"]) == ("diverged", "done")
