@@ -60,6 +60,7 @@ class Scale:
 
     fast: bool
     steps_per_round: int
+    """Generator steps timed per round (see :meth:`steps_for`)."""
     rounds: int
     warmup_rounds: int
     batch_size: int
@@ -70,6 +71,16 @@ class Scale:
     reference_images: int
     """MNIST test images the evaluation benchmarks use (the classifier trains on 85% of them)."""
 
+    def steps_for(self, architecture: str) -> int:
+        """Steps per round for ``architecture``: more for the cheap mlp, so a round is long enough to time."""
+        if self.fast or architecture != "mlp":
+            return self.steps_per_round
+        return CHEAP_ARCHITECTURE_STEPS
+
+
+CHEAP_ARCHITECTURE_STEPS = 20
+"""Steps per round of the architectures whose steps take milliseconds (mlp): with 2 steps a
+round lasts ~40 ms and one scheduler hiccup on a shared machine swings the ratios by 30%."""
 
 FULL = Scale(fast=False, steps_per_round=2, rounds=5, warmup_rounds=1, batch_size=BATCH_SIZE, sets={},
              samples=10_000, reference_images=10_000)

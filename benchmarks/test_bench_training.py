@@ -18,12 +18,12 @@ CELLS = [pytest.param(dataset, architecture, loss, loop, id=f"{architecture}-{lo
 def test_training_throughput(benchmark, training_loop, scale, results, dataset, architecture, loss, loop):
     trainer, spec = training_loop(loop, architecture, loss, dataset)
     benchmark.group = f"train {architecture}/{loss}/{dataset}"
-    images_per_step = spec.batch_size * spec.params["n_critic"]
+    images_per_step, steps = spec.batch_size * spec.params["n_critic"], scale.steps_for(architecture)
     benchmark.extra_info.update(loop=loop, batch_size=spec.batch_size, n_critic=spec.params["n_critic"],
-                                steps_per_round=scale.steps_per_round, threads=torch.get_num_threads())
-    trainer.drive(lambda steps: benchmark.pedantic(steps, args=(scale.steps_per_round,), rounds=scale.rounds,
-                                                   warmup_rounds=scale.warmup_rounds))
-    results.add_training(benchmark, (dataset, architecture, loss), loop, images_per_step, scale.steps_per_round)
+                                steps_per_round=steps, threads=torch.get_num_threads())
+    trainer.drive(lambda run: benchmark.pedantic(run, args=(steps,), rounds=scale.rounds,
+                                                 warmup_rounds=scale.warmup_rounds))
+    results.add_training(benchmark, (dataset, architecture, loss), loop, images_per_step, steps)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -31,11 +31,11 @@ def test_training_throughput_dataloader_with_two_workers(benchmark, training_loo
     """The DataLoader loop with two worker processes converting samples (the PyTorch DCGAN example's setting)."""
     trainer, spec = training_loop("dataloader", architecture, "ns", "mnist", num_workers=2)
     benchmark.group = f"train {architecture}/ns/mnist"
+    steps = scale.steps_for(architecture)
     benchmark.extra_info.update(loop="dataloader-2-workers", batch_size=spec.batch_size, num_workers=2)
-    trainer.drive(lambda steps: benchmark.pedantic(steps, args=(scale.steps_per_round,), rounds=scale.rounds,
-                                                   warmup_rounds=scale.warmup_rounds))
-    results.add_training(benchmark, ("mnist", architecture, "ns"), "dataloader-2-workers", spec.batch_size,
-                         scale.steps_per_round)
+    trainer.drive(lambda run: benchmark.pedantic(run, args=(steps,), rounds=scale.rounds,
+                                                 warmup_rounds=scale.warmup_rounds))
+    results.add_training(benchmark, ("mnist", architecture, "ns"), "dataloader-2-workers", spec.batch_size, steps)
 
 
 PACKED_CELLS = [pytest.param(dataset, architecture, runs, id=f"{runs}x{architecture}-ns-{dataset}")
@@ -49,10 +49,11 @@ def test_packed_training_throughput(benchmark, training_loop, scale, results, da
     runs trained one at a time by ganbench's loop (measured above, in the same session)."""
     trainer, spec = training_loop(f"packed-{runs}", architecture, "ns", dataset)
     benchmark.group = f"train {architecture}/ns/{dataset}"
+    steps = scale.steps_for(architecture)
     benchmark.extra_info.update(loop=f"packed-{runs}", runs=runs, batch_size=spec.batch_size)
-    trainer.drive(lambda steps: benchmark.pedantic(steps, args=(scale.steps_per_round,), rounds=scale.rounds,
-                                                   warmup_rounds=scale.warmup_rounds))
-    results.add_packed(benchmark, (dataset, architecture, "ns"), runs, spec.batch_size, scale.steps_per_round)
+    trainer.drive(lambda run: benchmark.pedantic(run, args=(steps,), rounds=scale.rounds,
+                                                 warmup_rounds=scale.warmup_rounds))
+    results.add_packed(benchmark, (dataset, architecture, "ns"), runs, spec.batch_size, steps)
 
 
 def test_minimal_loop_trains_exactly_what_ganbench_trains(training_loop):
