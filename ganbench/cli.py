@@ -90,6 +90,12 @@ def _fast_path_sets(sets: dict[str, list[str]], flags: dict) -> dict[str, list[s
     return merged
 
 
+def _gpus_visible() -> bool:
+    from ganbench.devices import visible_gpus
+
+    return bool(visible_gpus())
+
+
 def _gpu_list(text: str | None) -> list[int] | None:
     items = _list(text)
     if not items:
@@ -221,6 +227,9 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
                          gpus=_gpu_list(gpus), runs_per_gpu=runs_per_gpu, retries=retries,
                          pack=pack, disabled=tuple(context.obj.get("disabled", ())) if context.obj else ())
     console.print(f"ganbench {__version__}: {len(runs)} run(s) -> {options.out}")
+    if pack > 1 and executor == "local" and (device == "cpu" or not _gpus_visible()):
+        console.print("[yellow]note:[/yellow] --pack trains on the CPU here, where stacking runs is rarely "
+                      "faster (measured 0.7-1.0x, docs/performance.md); --workers N is the CPU's way.")
     resume = "to resume, run the same command again: " + shlex.join(["ganbench", *sys.argv[1:]])
     try:
         summary = run_grid(runs, registry, options, console)

@@ -254,6 +254,7 @@ def test_ganbench_run_pack_trains_a_grid_in_packs_through_the_worker_processes(t
                  "--cache-dir", str(cache_dir), "--quiet"]
     code, out, err = ganbench(*arguments, "--pack", "2")
     assert code == 0, out + err
+    assert ("--pack trains on the CPU here" in out) == (not torch.cuda.is_available())  # a note on CPUs only
 
     rows = results_rows(tmp_path / "out")
     assert len(rows) == 4 and {row["status"] for row in rows} == {"done"}
