@@ -41,12 +41,11 @@ class Results:
     def add_training(self, benchmark: Any, cell: tuple[str, str, str], loop: str, images_per_step: int,
                      steps_per_round: int) -> None:
         """Record a training benchmark; give ganbench's its ratios to the loops measured before it."""
-        seconds = fastest_round(benchmark)
+        seconds = _step_seconds(benchmark, images_per_step, steps_per_round)
         if seconds is None:
             return
-        self.step_seconds[(*cell, loop)] = seconds / steps_per_round
+        self.step_seconds[(*cell, loop)] = seconds
         self.images_per_step[cell] = images_per_step
-        benchmark.extra_info["images_per_second"] = images_per_step * steps_per_round / seconds
         benchmark.extra_info.update(self.training_ratios(cell))
 
     def training_ratios(self, cell: tuple[str, str, str]) -> dict[str, float]:
@@ -61,11 +60,10 @@ class Results:
     def add_packed(self, benchmark: Any, cell: tuple[str, str, str], runs: int, images_per_step: int,
                    steps_per_round: int) -> None:
         """Record a packed-training benchmark; give it its ratio to ``runs`` separate runs of ganbench's loop."""
-        seconds = fastest_round(benchmark)
+        seconds = _step_seconds(benchmark, runs * images_per_step, steps_per_round)
         if seconds is None:
             return
-        self.packed_step_seconds[(*cell, runs)] = seconds / steps_per_round
-        benchmark.extra_info["images_per_second"] = runs * images_per_step * steps_per_round / seconds
+        self.packed_step_seconds[(*cell, runs)] = seconds
         ratio = self.packed_ratio(cell, runs)
         if not math.isnan(ratio):
             benchmark.extra_info["speedup_over_separate_runs"] = ratio
@@ -80,6 +78,15 @@ class Results:
         if seconds is not None:
             self.evaluation_seconds[name] = seconds
         return seconds
+
+
+def _step_seconds(benchmark: Any, images_per_step: int, steps_per_round: int) -> float | None:
+    """Seconds per step of the fastest round (None when disabled); records its images per second."""
+    seconds = fastest_round(benchmark)
+    if seconds is None:
+        return None
+    benchmark.extra_info["images_per_second"] = images_per_step * steps_per_round / seconds
+    return seconds / steps_per_round
 
 
 def fastest_round(benchmark: Any) -> float | None:
