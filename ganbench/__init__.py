@@ -6,7 +6,8 @@ plugin object types to subclass. See ``docs/plugins.md``.
 
 import pluggy
 
-from ganbench.api import Architecture, DataRequest, Dataset, LoadedData, Loss, Metric, MetricResult
+from ganbench.api import (Architecture, DataRequest, Dataset, GaussianMixture, LoadedData, Loss, Metric,
+                          MetricResult)
 from ganbench.errors import UserError
 
 __version__ = "0.1.0"
@@ -14,5 +15,5 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("ganbench")
 """Decorator marking a function as the implementation of a ganbench hook."""
 
-__all__ = ["Architecture", "DataRequest", "Dataset", "LoadedData", "Loss", "Metric", "MetricResult",
+__all__ = ["Architecture", "DataRequest", "Dataset", "GaussianMixture", "LoadedData", "Loss", "Metric", "MetricResult",
            "UserError", "hookimpl", "__version__"]

@@ -150,6 +150,27 @@ class DataRequest:
     """The resolved hyperparameters of the run."""
 
 
+@dataclass(frozen=True)
+class GaussianMixture:
+    """The exact distribution of a points dataset that is an equal-weight mixture of isotropic Gaussians.
+
+    Returned by :meth:`Dataset.mixture`; the ``modes`` metric (VEEGAN/PacGAN mode coverage)
+    scores any dataset that returns one.
+    """
+
+    means: tuple[tuple[float, ...], ...]
+    """One mean per component (mode), each of the data's dimension. A sample whose label is
+    ``i`` was drawn from ``means[i]``."""
+    std: float
+    """Standard deviation of every component in each coordinate (positive)."""
+
+    def __post_init__(self) -> None:
+        if not self.means or len({len(mean) for mean in self.means}) != 1:
+            raise ValueError("a GaussianMixture needs at least one mean, all of one dimension")
+        if not self.std > 0:
+            raise ValueError(f"a GaussianMixture needs a positive std, got {self.std!r}")
+
+
 class Dataset:
     """A source of real samples that fits in memory.
 
@@ -179,6 +200,14 @@ class Dataset:
         are expected when the data is missing and cannot be fetched.
         """
         raise NotImplementedError
+
+    def mixture(self, params: Mapping[str, Any]) -> GaussianMixture | None:
+        """Return the mixture of Gaussians the samples are drawn from, or None (the default).
+
+        Points datasets that are such a mixture return it, so the ``modes`` metric can
+        count covered modes and high-quality samples on them.
+        """
+        return None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ class EvaluationContext:
     seed: int
     step: int
     run_dir: Path | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """The run's resolved hyperparameters (architecture, loss, dataset and loop); may be
+    empty outside a run, in which case a dataset's own ``defaults`` apply."""
     training: Mapping[str, Any] = field(default_factory=dict)
     """Figures measured by the training loop, for the ``throughput`` metric: floats
     ``images_per_second`` and ``steps_per_second`` (steady state, warm-up and evaluation

@@ -21,6 +21,7 @@ from ganbench.config import RunSpec
 from ganbench.errors import UserError
 from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
 from ganbench.fastpath import check_params as check_fast_path
+from ganbench.pac import packed_shape
 from ganbench.registry import Registry
 
 if sys.version_info >= (3, 11):
@@ -30,6 +31,7 @@ else:  # pragma: no cover
 
 LOOP_DEFAULTS: Mapping[str, Any] = {
     "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
+    "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.pac)
     **FAST_PATH_DEFAULTS,  # precision, channels_last...: see ganbench.fastpath
 }
 """Training-loop hyperparameters, used when a loss does not recommend its own."""
@@ -165,6 +167,9 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     if grid.steps < 1 or grid.batch_size < 1:
         raise UserError("--steps and --batch-size must be positive integers.")
     for schedule in ("checkpoint_every", "sample_every", "log_every"):
+    if params["pac"] < 1:
+        raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
+                        "use pac=1 (no packing) or more.")
         if getattr(grid, schedule) < 1:
             raise UserError(f"{schedule} must be a positive number of steps, not {getattr(grid, schedule)}.")
     for axis in ("archs", "losses", "datasets", "seeds"):
@@ -236,6 +241,12 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
                     steps=grid.steps, batch_size=grid.batch_size, split=grid.split, params=params,
                     versions=versions, metrics=tuple(cell_metrics), evaluation=evaluation,
                     eval_every=grid.eval_every, checkpoint_every=grid.checkpoint_every,
+            if params["pac"] > 1:
+                reason = arch.unsupported_reason(packed_shape(shape, params["pac"]), params)
+                if reason:
+                    raise UserError(f"architecture '{arch_name}' cannot judge packs of {params['pac']} "
+                                    f"'{dataset_name}' samples (shape {packed_shape(shape, params['pac'])}): "
+                                    f"{reason}")
                     sample_every=grid.sample_every, log_every=grid.log_every,
                     save_samples=grid.save_samples))
     return runs

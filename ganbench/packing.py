@@ -122,10 +122,10 @@ def why_not_packable(runs: Sequence[RunState]) -> str | None:
     try:
         generators = StackedModules([run.generator for run in runs])
         discriminators = StackedModules([run.discriminator for run in runs])
-        noise = torch.zeros(len(runs), 2, first.latent_dim, device=first.device)
+        noise = torch.zeros(len(runs), 2 * first.pac, first.latent_dim, device=first.device)
         with first.fast.autocast():
             with torch.no_grad():
-                fake = generators(noise, write_back=False)
+                fake = first.pack(generators(noise, write_back=False))
             logits = discriminators(fake, write_back=False)
         logits.float().sum().backward()  # every optimiser step starts from zeroed gradients
     except Exception as error:  # noqa: BLE001 - any failure means "train them one by one"
@@ -152,7 +152,7 @@ def packed_step(runs: Sequence[RunState], generators: StackedModules, discrimina
         noise = torch.stack([run.noise() for run in runs])
         with fast.autocast():  # forward passes only: losses get float32 logits
             with torch.no_grad():
-                fake_x = generators(noise)
+                fake_x = first.pack(generators(noise))
             real_logits = discriminators(real_x).flatten(1).float()
             fake_logits = discriminators(fake_x).flatten(1).float()
             penalties, d_losses = [], []
@@ -178,7 +178,7 @@ def packed_step(runs: Sequence[RunState], generators: StackedModules, discrimina
         if loss.generator_needs_real_logits:
             with torch.no_grad():
                 real_logits = discriminators(real_x).flatten(1).float()
-        fake_logits = discriminators(generators(torch.stack([run.noise() for run in runs]))).flatten(1).float()
+        fake_logits = discriminators(first.pack(generators(torch.stack([run.noise() for run in runs])))).flatten(1).float()
     g_losses = []
     for i, run in enumerate(runs):
         with run.own_global_rng():

@@ -25,6 +25,7 @@ from ganbench.config import RunSpec
 from ganbench.devices import device_description
 from ganbench.evaluation import EvaluationContext, run_metrics, save_samples
 from ganbench.ledger import RunDirectory
+from ganbench.pac import pack_samples, packed_shape
 from ganbench.registry import Registry
 from ganbench.sample_grids import save_sample_picture
 from ganbench.storage import append_jsonl, atomic_write, read_jsonl, rewrite_jsonl
@@ -179,9 +180,13 @@ class RunState:
         self.data_shape = tuple(real.shape[1:])
         self.latent_dim = int(params["latent_dim"])
         self.batch_size, self.n_critic = spec.batch_size, int(params["n_critic"])
+        self.pac = int(params.get("pac", 1))
+        """PacGAN's packing degree: the discriminator judges packs of this many samples."""
 
         torch.manual_seed(spec.seed)
         generator, discriminator = self.architecture.build(self.data_shape, params)
+        if self.pac > 1:  # the same architecture, built for packs (see ganbench.pac)
+            _, discriminator = self.architecture.build(packed_shape(self.data_shape, self.pac), params)
         self.generator, self.discriminator = fast.prepare_modules(generator.to(device), discriminator.to(device))
         self.real = fast.prepare_data(real, self.discriminator)
         options = fast.optimizer_options(params["optimizer"])
@@ -257,13 +262,20 @@ class RunState:
         return self.wall_before + time.perf_counter() - self.started
 
     def real_batch(self) -> torch.Tensor:
-        """The next batch of real samples (this run's data stream)."""
-        return self.real[torch.randint(len(self.real), (self.batch_size,), generator=self.data_rng,
-                                       device=self.device)]
+        """The next batch of real samples (this run's data stream), packed for the discriminator."""
+        return self.pack(self.real[torch.randint(len(self.real), (self.batch_size * self.pac,),
+                                                 generator=self.data_rng, device=self.device)])
 
     def noise(self) -> torch.Tensor:
-        """The next batch of generator inputs (this run's noise stream)."""
-        return torch.randn(self.batch_size, self.latent_dim, generator=self.noise_rng, device=self.device)
+        """The next batch of generator inputs (this run's noise stream): one per sample of every pack."""
+        return torch.randn(self.batch_size * self.pac, self.latent_dim, generator=self.noise_rng,
+                           device=self.device)
+
+    def pack(self, samples: torch.Tensor) -> torch.Tensor:
+        """``samples`` (``[..., batch * pac, *data_shape]``) as the discriminator's packs; unchanged when pac is 1."""
+        if self.pac == 1:
+            return samples
+        return self.fast.prepare_data(pack_samples(samples, self.pac, len(self.data_shape)), self.discriminator)
 
     def checkpoint_now(self) -> None:
         save_checkpoint(self.directory, {
@@ -277,7 +289,7 @@ class RunState:
     def training_figures(self) -> dict[str, float]:
         seconds = max(self.stopwatch.seconds, 1e-9)
         steps = self.stopwatch.steps
-        return {"images_per_second": steps * self.batch_size * self.n_critic / seconds,
+        return {"images_per_second": steps * self.batch_size * self.pac * self.n_critic / seconds,
                 "steps_per_second": steps / seconds, "train_seconds": self.stopwatch.seconds,
                 "peak_memory_mb": _peak_memory_mb(self.device)}
 
@@ -287,7 +299,7 @@ class RunState:
             generator=self.generator, latent_dim=self.latent_dim, data_shape=self.data_shape,
             dataset_name=spec.dataset, dataset=self.dataset, real=self.real_data, settings=spec.evaluation,
             device=self.device, cache_dir=self.cache_dir, seed=spec.seed, step=self.step,
-            run_dir=self.directory.path,
+            run_dir=self.directory.path, params=self.params,
             training={**self.training_figures(), "evaluation_seconds": self.evaluation_seconds,
                       "device_name": device_description(self.device)},
             load_split=lambda split: self.dataset.load(DataRequest(
@@ -388,6 +400,9 @@ class RunState:
             values, protocol = self.evaluate(final=True) if self.metrics else ({}, {})
         values = {**self.training_figures(), **values}
         protocol = {**protocol, **self.fast.protocol(self.params["optimizer"]), **self.packing}
+        if self.pac > 1:
+            protocol["training_pac"] = (f"the discriminator judged packs of {self.pac} samples (PacGAN); "
+                                        f"batch_size counts packs, images_per_second counts samples")
         return Outcome("done", self.step, self.wall_seconds(), metrics=values, protocol=protocol)
 
 
@@ -399,7 +414,7 @@ def train_step(run: RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor 
         real_x = run.real_batch()
         with fast.autocast():  # forward passes only: losses get float32 logits
             with torch.no_grad():
-                fake_x = generator(run.noise())
+                fake_x = run.pack(generator(run.noise()))
             real_logits, fake_logits = discriminator(real_x).flatten().float(), discriminator(fake_x).flatten().float()
             penalty = loss.penalty(discriminator, real_x, fake_x, params)
         d_loss = loss.discriminator_loss(real_logits, fake_logits, params)
@@ -414,7 +429,7 @@ def train_step(run: RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor 
         if loss.generator_needs_real_logits:
             with torch.no_grad():
                 real_logits = discriminator(real_x).flatten().float()
-        fake_logits = discriminator(generator(run.noise())).flatten().float()
+        fake_logits = discriminator(run.pack(generator(run.noise()))).flatten().float()
     g_loss = loss.generator_loss(fake_logits, real_logits, params)
     run.optimizer_g.zero_grad(set_to_none=True)
     g_loss.backward()

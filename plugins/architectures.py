@@ -1,4 +1,5 @@
-"""Built-in architectures: ``mlp`` for points and small images, ``dcgan`` for images.
+"""Built-in architectures: ``mlp`` for points and small images, ``dcgan`` for images,
+``pacgan`` for PacGAN's 2D experiments.
 
 Both build plain ``nn.Sequential`` models, so ``print(generator)`` shows the whole
 network. Their discriminators end in one raw logit per sample, shape ``[batch]``.
@@ -33,9 +34,10 @@ DCGAN_MAX_WIDTH_MULTIPLIER = 8
 
 @hookimpl
 def register_architectures(register):
-    """Register ``mlp`` and ``dcgan``."""
+    """Register ``mlp``, ``dcgan`` and ``pacgan``."""
     register(MLP())
     register(DCGAN())
+    register(PacGANToy())
 
 
 class MLP(Architecture):
@@ -150,6 +152,58 @@ class DCGAN(Architecture):
         generator = _dcgan_generator(params["latent_dim"], widths, seed_size, channels)
         discriminator = _dcgan_discriminator(channels, widths[::-1], seed_size,
                                              spectral_norm=params["dcgan_spectral_norm"])
+        return generator, discriminator
+
+
+class PacGANToy(Architecture):
+    """The networks of PacGAN's 2D mode-collapse experiments (Lin, Khetan, Fanti and Oh, NeurIPS 2018).
+
+    Exactly the networks of the authors' code release
+    (``synthetic_data_experiments/2DRing_GAN&PacGAN/config.py`` and ``2DGrid_GAN&PacGAN``,
+    ``pacgan_task.py``), which follow VEEGAN's (Srivastava et al. 2017):
+
+    * generator: ``z`` in R^2 (``latent_dim`` 2, standard normal) -> 4 blocks of
+      Linear(400, no bias) + BatchNorm + ReLU -> Linear(2, with bias); no output
+      nonlinearity. BatchNorm with epsilon 1e-4 and running statistics updated with
+      momentum 0.05, as their Blocks code did.
+    * discriminator: 3 maxout layers of 200 units with 5 pieces each, then Linear(1): one
+      raw logit. With ``pac`` = m its input is the m points of a pack side by side
+      (``2 * m`` values), as in PacGAN.
+    * initialisation: every weight N(0, 0.02), every bias 0 (BatchNorm scale 1, shift 0).
+
+    Parameters: generator 484,802 (4 x 400 BatchNorm scales and shifts included);
+    discriminator 405,201 at pac 1, plus 2,000 per extra packed point.
+
+    Their optimiser (Adam, learning rate 1e-4, beta1 0.8) and batch (100 packs) belong
+    to the run, not the architecture: the ``pacgan-table1`` preset sets them. Points only.
+    """
+
+    name = "pacgan"
+    description = "PacGAN's 2D networks (Lin et al. 2018): 4x400 BatchNorm G, 3x200 maxout(5) D; points only"
+    defaults = {"latent_dim": 2, "pacgan_width_g": 400, "pacgan_depth_g": 4, "pacgan_width_d": 200,
+                "pacgan_depth_d": 3, "pacgan_maxout_pieces": 5, "pacgan_init_std": 0.02}
+
+    def unsupported_reason(self, data_shape: DataShape, params: Mapping[str, Any]) -> str | None:
+        problem = _non_positive(params, ("latent_dim", "pacgan_width_g", "pacgan_depth_g", "pacgan_width_d",
+                                         "pacgan_depth_d", "pacgan_maxout_pieces"))
+        if problem:
+            return f"pacgan: {problem}"
+        if not params["pacgan_init_std"] > 0:
+            return f"pacgan: pacgan_init_std must be positive, got {params['pacgan_init_std']!r}"
+        if len(data_shape) != 1:
+            return (f"pacgan models points (dim,); data shape {tuple(data_shape)} is an image: "
+                    f"use --archs dcgan or mlp")
+        return None
+
+    def build(self, data_shape: DataShape, params: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
+        _raise_if_unsupported(self, data_shape, params)
+        from ganbench_plugins import pacgan_networks
+
+        generator = pacgan_networks.generator(params["latent_dim"], params["pacgan_width_g"],
+                                              params["pacgan_depth_g"], data_shape[0], params["pacgan_init_std"])
+        discriminator = pacgan_networks.discriminator(data_shape[0], params["pacgan_width_d"],
+                                                      params["pacgan_depth_d"], params["pacgan_maxout_pieces"],
+                                                      params["pacgan_init_std"])
         return generator, discriminator
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ganbench import DataRequest, Dataset, LoadedData, UserError, hookimpl
+from ganbench.api import GaussianMixture
 
 if TYPE_CHECKING:
     import torch
@@ -279,6 +280,9 @@ class GaussianMixtureDataset(Dataset):
     @property
     def modes(self) -> "torch.Tensor":
         """The component means, float64 ``[n_modes, 2]``; row ``i`` is the mode of label ``i``."""
+    def mixture(self, params: Mapping[str, Any]) -> GaussianMixture:
+        return GaussianMixture(tuple(self.mode_coordinates()), self.std)
+
         import torch
 
         return torch.tensor(self.mode_coordinates(), dtype=torch.float64)

@@ -139,9 +139,11 @@ class InceptionScoreMetric(_FeatureMetric):
 
 
 class ModesMetric(Metric):
-    """Mode coverage of a 2D Gaussian mixture (VEEGAN, Srivastava et al. 2017; PacGAN, Lin et al. 2018).
+    """Mode coverage of a mixture of Gaussians (VEEGAN, Srivastava et al. 2017; PacGAN, Lin et al. 2018).
 
-    A sample is high quality when it lies within ``modes_threshold_std`` standard deviations
+    Applies to every dataset whose :meth:`ganbench.Dataset.mixture` returns a
+    :class:`ganbench.api.GaussianMixture` (ring8, grid25, or a plugin's own mixture). A
+    sample is high quality when it lies within ``modes_threshold_std`` standard deviations
     (Euclidean distance) of its nearest mode; a mode is covered when at least one
     high-quality sample is nearest to it. Columns: ``modes_covered`` (count),
     ``modes_high_quality_percent`` and ``modes_reverse_kl`` (nats), the KL divergence from
@@ -150,19 +152,22 @@ class ModesMetric(Metric):
     """
 
     name = "modes"
-    description = "2D mixtures: modes covered, % high-quality samples, reverse KL to uniform (VEEGAN/PacGAN)"
+    description = "Gaussian mixtures: modes covered, % high-quality samples, reverse KL to uniform (VEEGAN/PacGAN)"
     defaults = {"modes_samples": 2500, "modes_threshold_std": 3.0}
 
     def unsupported_reason(self, dataset, data_shape):
-        if getattr(dataset, "modes", None) is None or not getattr(dataset, "std", None):
-            return (f"modes needs a dataset that exposes its mixture's `modes` and `std` (ring8, grid25); "
+        if dataset.mixture(dataset.defaults) is None:
+            return (f"modes needs a dataset whose mixture() returns its Gaussian mixture (ring8, grid25); "
                     f"{dataset.name} does not")
         return None
 
     def evaluate(self, context):
         count = _setting(context, "modes_samples", int)
         threshold = _setting(context, "modes_threshold_std", float)
-        modes, std = context.dataset.modes, float(context.dataset.std)
+        mixture = context.dataset.mixture({**context.dataset.defaults, **context.params})
+        modes, std = torch.tensor(mixture.means, dtype=torch.float64), float(mixture.std)
+        import torch
+
         covered, high_quality_percent, reverse_kl = mode_statistics(context.generate(count), modes, std, threshold)
         protocol = {"generated_samples": str(count), "modes_total": str(len(modes)), "mode_std": f"{std:g}",
                     "high_quality_within": f"{threshold:g} std of the nearest mode"}
