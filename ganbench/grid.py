@@ -160,6 +160,9 @@ def _check_params(params: dict[str, Any]) -> None:
             raise UserError(f"--set {key}={params[key]}: a learning rate must be positive.")
     if params["n_critic"] < 1:
         raise UserError(f"--set n_critic={params['n_critic']}: must be at least 1.")
+    if params["pac"] < 1:
+        raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
+                        "use pac=1 (no packing) or more.")
 
 
 def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
@@ -167,9 +170,6 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     if grid.steps < 1 or grid.batch_size < 1:
         raise UserError("--steps and --batch-size must be positive integers.")
     for schedule in ("checkpoint_every", "sample_every", "log_every"):
-    if params["pac"] < 1:
-        raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
-                        "use pac=1 (no packing) or more.")
         if getattr(grid, schedule) < 1:
             raise UserError(f"{schedule} must be a positive number of steps, not {getattr(grid, schedule)}.")
     for axis in ("archs", "losses", "datasets", "seeds"):
@@ -231,6 +231,12 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
             if reason:
                 raise UserError(f"architecture '{arch_name}' cannot model dataset '{dataset_name}' "
                                 f"(shape {tuple(shape)}): {reason}")
+            if params["pac"] > 1:
+                reason = arch.unsupported_reason(packed_shape(shape, params["pac"]), params)
+                if reason:
+                    raise UserError(f"architecture '{arch_name}' cannot judge packs of {params['pac']} "
+                                    f"'{dataset_name}' samples (shape {packed_shape(shape, params['pac'])}): "
+                                    f"{reason}")
             versions = {"ganbench": __version__,
                         f"architecture:{arch_name}": registry.version_of("architecture", arch_name),
                         f"loss:{loss_name}": registry.version_of("loss", loss_name),
@@ -241,12 +247,6 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
                     steps=grid.steps, batch_size=grid.batch_size, split=grid.split, params=params,
                     versions=versions, metrics=tuple(cell_metrics), evaluation=evaluation,
                     eval_every=grid.eval_every, checkpoint_every=grid.checkpoint_every,
-            if params["pac"] > 1:
-                reason = arch.unsupported_reason(packed_shape(shape, params["pac"]), params)
-                if reason:
-                    raise UserError(f"architecture '{arch_name}' cannot judge packs of {params['pac']} "
-                                    f"'{dataset_name}' samples (shape {packed_shape(shape, params['pac'])}): "
-                                    f"{reason}")
                     sample_every=grid.sample_every, log_every=grid.log_every,
                     save_samples=grid.save_samples))
     return runs

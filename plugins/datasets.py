@@ -277,12 +277,12 @@ class GaussianMixtureDataset(Dataset):
     def mode_coordinates(self) -> list[tuple[float, float]]:
         raise NotImplementedError
 
-    @property
-    def modes(self) -> "torch.Tensor":
-        """The component means, float64 ``[n_modes, 2]``; row ``i`` is the mode of label ``i``."""
     def mixture(self, params: Mapping[str, Any]) -> GaussianMixture:
         return GaussianMixture(tuple(self.mode_coordinates()), self.std)
 
+    @property
+    def modes(self) -> "torch.Tensor":
+        """The component means, float64 ``[n_modes, 2]``; row ``i`` is the mode of label ``i``."""
         import torch
 
         return torch.tensor(self.mode_coordinates(), dtype=torch.float64)

@@ -162,12 +162,12 @@ class ModesMetric(Metric):
         return None
 
     def evaluate(self, context):
+        import torch
+
         count = _setting(context, "modes_samples", int)
         threshold = _setting(context, "modes_threshold_std", float)
         mixture = context.dataset.mixture({**context.dataset.defaults, **context.params})
         modes, std = torch.tensor(mixture.means, dtype=torch.float64), float(mixture.std)
-        import torch
-
         covered, high_quality_percent, reverse_kl = mode_statistics(context.generate(count), modes, std, threshold)
         protocol = {"generated_samples": str(count), "modes_total": str(len(modes)), "mode_std": f"{std:g}",
                     "high_quality_within": f"{threshold:g} std of the nearest mode"}
