@@ -157,7 +157,7 @@ def _registry(context: click.Context):
 @click.option("--metrics", help="Metrics, comma-separated; 'auto' = every one that applies, 'none' = none.")
 @click.option("--eval-every", type=int, help="Also evaluate every N steps (default: only at the end).")
 @click.option("--save-samples", is_flag=True, default=None, help="Keep the final evaluation's samples (npz).")
-@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
+@click.option("--out", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Output directory.")
 @click.option("--data-dir", type=click.Path(), default=None,
               help="Where datasets are read from (default: GANBENCH_DATA_DIR, else download to the cache).")
