@@ -59,6 +59,13 @@ class GridSpec:
     sample_every: int = 500
     log_every: int = 50
     save_samples: bool = False
+    budget: int = 0
+    """Random search: settings drawn per (architecture, loss, dataset) from the ``--set``
+    distributions (0: a plain grid). See :mod:`ganbench.search`."""
+    search_seed: int = 0
+    """Seeds the draws; the same seed and distributions give the same settings."""
+    winner_seeds: int = 0
+    """After the search, re-run each cell's best setting with this many new seeds."""
 
     def replace(self, **changes: Any) -> "GridSpec":
         """A copy with the given fields replaced; ``None`` values are ignored."""

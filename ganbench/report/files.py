@@ -19,6 +19,8 @@ from typing import Any
 from ganbench.report.aggregate import CONFIDENCE, Comparison, ConfigSummary, Summary
 from ganbench.report.directions import direction_of
 from ganbench.report.plots import Picture
+from ganbench.report.search import markdown_section as search_markdown
+from ganbench.report.search import search_json
 from ganbench.report.significance import METHOD, TIED
 from ganbench.report.table import (MISSING, best_means, dataset_table, header_of, legend, mean_std,
                                    protocol_rows, settings_rows, versions_rows)
@@ -97,6 +99,7 @@ def report_json(comparison: Comparison, pictures: list[Picture], report_dir: Pat
         "plots": [{"name": p.name, "title": p.title, "png": os.path.relpath(p.png, report_dir),
                    "svg": os.path.relpath(p.svg, report_dir) if p.svg else None} for p in pictures if not p.config_id],
         "notes": comparison.notes,
+        "search": search_json(comparison, report_dir),  # a --budget search (ganbench.report.search), else null
     }
 
 
@@ -184,6 +187,7 @@ def write_markdown(comparison: Comparison, pictures: list[Picture], report_dir: 
         out += [f"### {dataset}: reproduce", ""]
         for config in comparison.in_dataset(dataset):
             out += [f"{config.label}:", "", "```sh", config.command, "```", ""]
+        out += search_markdown(comparison, dataset, report_dir)  # nothing unless the runs were a --budget search
     for picture in pictures:
         if not picture.dataset and not picture.config_id:
             out += [f"## {picture.title}", "", f"![{picture.title}]({os.path.relpath(picture.png, report_dir)})",

@@ -9,6 +9,7 @@ from pathlib import Path
 from ganbench.report.aggregate import Comparison
 from ganbench.report.files import overview_lines
 from ganbench.report.plots import Picture
+from ganbench.report.search import html_section as search_html
 from ganbench.report.table import dataset_table, legend, protocol_rows, settings_rows, versions_rows
 from ganbench.storage import atomic_write
 
@@ -57,7 +58,7 @@ def _plot(picture: Picture) -> str:
             f'<figcaption>{escape(picture.caption)}</figcaption></figure>')
 
 
-def render_html(comparison: Comparison, pictures: list[Picture]) -> str:
+def render_html(comparison: Comparison, pictures: list[Picture], report_dir: Path | None = None) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              "<title>ganbench comparison report</title>", f"<style>{STYLE}</style></head><body>",
@@ -81,6 +82,8 @@ def render_html(comparison: Comparison, pictures: list[Picture]) -> str:
         parts.append(f"<h3>{escape(dataset)}: reproduce</h3>")
         parts += [f"<p>{escape(c.label)}</p><pre><code>{escape(c.command)}</code></pre>"
                   for c in comparison.in_dataset(dataset)]
+        if report_dir is not None:  # a --budget search's figure, winners and divergence (ganbench.report.search)
+            parts += search_html(comparison, dataset, report_dir)
         parts.append("</section>")
     for picture in pictures:
         if not picture.dataset and not picture.config_id:
@@ -103,6 +106,6 @@ def render_html(comparison: Comparison, pictures: list[Picture]) -> str:
 
 def write_html(comparison: Comparison, pictures: list[Picture], report_dir: Path) -> Path:
     path = report_dir / "report.html"
-    text = render_html(comparison, pictures)
+    text = render_html(comparison, pictures, report_dir)
     atomic_write(path, lambda handle: handle.write(text), binary=False)
     return path
