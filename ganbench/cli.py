@@ -18,6 +18,7 @@ from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
 from ganbench.fastpath import OFF as FAST_PATH_OFF
 from ganbench.fastpath import PRECISIONS
 from ganbench.registry import KINDS, PLURAL, get_registry
+from ganbench.search import looks_like_distribution
 
 GRID_AXES = ("archs", "losses", "datasets", "seeds", "metrics")
 
@@ -44,7 +45,8 @@ def _sets(pairs: tuple[str, ...]) -> dict[str, list[str]]:
         key, equals, values = pair.partition("=")
         if not equals or not key.strip() or not values.strip():
             raise UserError(f"--set {pair!r}: write key=value or key=v1,v2 (for example --set lr=1e-4,2e-4).")
-        sets[key.strip()] = _list(values)
+        # a distribution (loguniform(1e-5,1e-3)) is one value, commas and all: ganbench.search parses it
+        sets[key.strip()] = [values.strip()] if looks_like_distribution(values) else _list(values)
     return sets
 
 
@@ -135,7 +137,15 @@ def _registry(context: click.Context):
 @click.option("--datasets", help="Datasets, comma-separated (e.g. ring8,mnist).")
 @click.option("--seeds", help="Seeds, comma-separated (e.g. 0,1,2).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
-              help="A hyperparameter axis (e.g. --set lr=1e-4,2e-4); repeatable.")
+              help="A hyperparameter axis (e.g. --set lr=1e-4,2e-4) or distribution (--set 'lr=loguniform(1e-5,1e-3)', "
+                   "uniform(a,b), choice(a,b,c): needs --budget); repeatable.")
+@click.option("--budget", type=int, default=None, metavar="N",
+              help="Random search: draw N settings per architecture, loss and dataset from the --set distributions "
+                   "(docs/search.md).")
+@click.option("--search-seed", type=int, default=None, metavar="S",
+              help="Seed of the --budget draws (default 0); the same seed draws the same settings.")
+@click.option("--winner-seeds", type=int, default=None, metavar="K",
+              help="After a --budget search, re-run each cell's best setting with K new seeds.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help=f"Training precision; auto: bf16 autocast on images where the device computes bf16 "
                    f"natively, else fp32 (default {FAST_PATH_DEFAULTS['precision']}).")
@@ -195,7 +205,9 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     (--tf32 is --set tf32=true) and give the same run ids; a flag and a --set that
     disagree on a setting are an error.
     """
-    from ganbench.grid import expand, load_grid_file, load_preset
+    from ganbench.grid import load_grid_file, load_preset
+    from ganbench.search import plan_runs, record_draws
+    from ganbench.storage import ensure_writable_directory
     from ganbench.runner import RunOptions, iter_statuses, run_grid
 
     if grid_file and preset:
@@ -210,10 +222,15 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
         archs=_list(flags["archs"]), losses=_list(flags["losses"]), datasets=_list(flags["datasets"]),
         seeds=_seeds(flags["seeds"]), metrics=_list(flags["metrics"]), steps=flags["steps"],
         batch_size=flags["batch_size"], split=flags["split"], eval_every=flags["eval_every"],
-        save_samples=flags["save_samples"])
+        save_samples=flags["save_samples"], budget=flags["budget"], search_seed=flags["search_seed"],
+        winner_seeds=flags["winner_seeds"])
     grid.sets = {**grid.sets, **_fast_path_sets(_sets(sets), flags)}
     registry = _registry(context)
-    runs = expand(grid, registry)
+    plan = plan_runs(grid, registry)  # a plain grid, or --budget draws (ganbench.search)
+    runs = plan.runs
+    if grid.winner_seeds and not plan.draws:
+        raise UserError("--winner-seeds re-runs the best settings of a search; add --budget N and a "
+                        "--set distribution, like --set 'lr=loguniform(1e-5,1e-3)'.")
     console = Console(stderr=False, soft_wrap=quiet)  # --quiet: one line per message, never wrapped
     if retries < 0:
         raise UserError(f"--retries {retries}: give 0 or more.")
@@ -227,12 +244,28 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
                          gpus=_gpu_list(gpus), runs_per_gpu=runs_per_gpu, retries=retries,
                          pack=pack, disabled=tuple(context.obj.get("disabled", ())) if context.obj else ())
     console.print(f"ganbench {__version__}: {len(runs)} run(s) -> {options.out}")
+    if plan.draws:
+        console.print(f"random search: {grid.budget} setting(s) drawn per architecture, loss and dataset "
+                      f"(search seed {grid.search_seed})", highlight=False)
     if pack > 1 and executor == "local" and (device == "cpu" or not _gpus_visible()):
         console.print("[yellow]note:[/yellow] --pack trains on the CPU here, where stacking runs is rarely "
                       "faster (measured 0.7-1.0x, docs/performance.md); --workers N is the CPU's way.")
     resume = "to resume, run the same command again: " + shlex.join(["ganbench", *sys.argv[1:]])
     try:
+        if plan.draws:  # which runs are draws of a search, for the report and the second stage
+            record_draws(ensure_writable_directory(options.out), plan.draws)
         summary = run_grid(runs, registry, options, console)
+        if grid.winner_seeds > 0 and not summary.interrupted:
+            from ganbench.report.search import second_stage_runs
+
+            winners = second_stage_runs(options.out, {(d.architecture, d.loss, d.dataset) for d in plan.draws},
+                                        grid.winner_seeds, registry)
+            console.print(f"second stage: each cell's best setting with {grid.winner_seeds} new seed(s): "
+                          f"{len(winners)} run(s)")
+            second = run_grid(winners, registry, options, console) if winners else None
+            if second is not None:
+                summary.statuses.update(second.statuses)
+                summary.interrupted = second.interrupted
     except KeyboardInterrupt:
         print(f"ganbench: stopped at once (the running runs lose the steps since their last "
               f"checkpoint); {resume}", file=sys.stderr)
