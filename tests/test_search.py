@@ -323,6 +323,10 @@ def test_winners_are_rerun_with_new_seeds_and_the_report_shows_curve_winners_and
     code, out, err = run_cli(*command, "--budget", "8")
     assert sorted(r.loss for r in fake_training[trained:]) == ["lsgan", "lsgan", "ns", "ns"]
     assert all(r.seed == 0 for r in fake_training[trained:])
+    draws = read_json(tmp_path / "X" / "search.json")["runs"]  # kept across the commands, one record per draw
+    assert sorted((d["loss"], d["draw"]) for d in draws.values()) == sorted(
+        (loss, i) for loss in ("ns", "lsgan") for i in range(8))
+    assert {d["search_seed"] for d in draws.values()} == {0} and {d["seed"] for d in draws.values()} == {0}
 
 
 def test_a_search_without_second_stage_prints_the_command_that_runs_it(run_cli, tmp_path, fake_training):

@@ -260,12 +260,13 @@ def best_so_far_plot(search: SearchReport, dataset: str, directory: Path):
 
 # --- the tables, in every format ---------------------------------------------------------
 
-_PREPARED: dict[int, tuple[weakref.ref, SearchReport | None, dict]] = {}
+_PREPARED: dict[tuple[int, str], tuple[weakref.ref, SearchReport | None, dict]] = {}
+"""(comparison, report dir) -> its search report and figures: the Markdown, HTML and JSON writers share one."""
 
 
 def prepared(comparison: Comparison, report_dir: Path) -> tuple[SearchReport | None, dict]:
     """The search report of ``comparison`` and its figures (written once under ``report_dir/plots``)."""
-    key = id(comparison)
+    key = (id(comparison), str(Path(report_dir).resolve()))
     cached = _PREPARED.get(key)
     if cached is not None and cached[0]() is comparison:
         return cached[1], cached[2]
