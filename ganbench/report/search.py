@@ -31,7 +31,7 @@ from ganbench.report.aggregate import Comparison, ConfigSummary, Summary, summar
 from ganbench.report.directions import HIGHER, direction_of
 from ganbench.report.significance import Verdict, compare_with_best
 
-ORDERS = 1000
+ORDERS = 5000
 """Random orders of the settings behind each best-so-far curve and its band."""
 BAND = 0.95
 """The band covers this central share of the orders (2.5th to 97.5th percentile)."""
