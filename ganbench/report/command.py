@@ -72,9 +72,11 @@ def write_report(out_dirs: Sequence[str | Path], console: Console, sort: str | N
               help="Where to write the report files (default: OUT/report of the first OUT).")
 @click.option("--alpha", type=float, default=ALPHA, show_default=True,
               help="Significance level of the comparison with the best config.")
+@click.option("--reference", "references", multiple=True, metavar="NAME_OR_FILE",
+              help="A published table to set beside the runs (a shipped one such as pacgan-table1, or a TOML file).")
 @click.pass_context
 def report_command(context: click.Context, out_dirs: tuple[str, ...], sort: str | None, output: str | None,
-                   alpha: float) -> None:
+                   alpha: float, references: tuple[str, ...]) -> None:
     """Compare the runs of one or more output directories across seeds: tables, plots, files.
 
     Runs are grouped by their config without the seed; each metric gets mean, std, a 95%
@@ -82,5 +84,14 @@ def report_command(context: click.Context, out_dirs: tuple[str, ...], sort: str 
     best of its dataset (Welch's t-test). Writes Markdown, CSV, JSON, LaTeX and HTML to
     OUT/report/.
     """
+    from ganbench.report.reference import load_reference, write_reference_comparison
+    from ganbench.report.runs import load_runs
+
+    published = [load_reference(name) for name in references]  # a bad name fails before any work
     disabled = tuple((context.obj or {}).get("disabled", ()))
-    write_report(out_dirs, Console(), sort, report_dir=output, alpha=alpha, registry=_registry(disabled))
+    console = Console()
+    target = write_report(out_dirs, console, sort, report_dir=output, alpha=alpha, registry=_registry(disabled))
+    for reference in published:
+        path, table = write_reference_comparison(reference, load_runs([Path(out) for out in out_dirs]), target)
+        console.print(table)
+        console.print(f"side by side with {reference.source}: {path}")
