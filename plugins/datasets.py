@@ -1,5 +1,5 @@
-"""Built-in datasets: MNIST, Fashion-MNIST, CIFAR-10, the 2D mixtures ring8 and grid25, and a
-folder of the user's own images.
+"""Built-in datasets: MNIST, Fashion-MNIST, CIFAR-10, the 2D mixtures ring8 and grid25, a
+folder of the user's own images, and Stacked MNIST (in :mod:`stacked_mnist`).
 
 Image datasets look for files on disk first (``--data-dir``, then ganbench's cache) and
 only then download with torchvision, so an offline machine works as soon as the files are
@@ -41,6 +41,9 @@ def register_datasets(register):
     register(Ring8Dataset())
     register(Grid25Dataset())
     register(ImageFolderDataset())
+    from .stacked_mnist import StackedMnistDataset  # here: that module builds on this one
+
+    register(StackedMnistDataset())
 
 
 def _check_split(name: str, split: str) -> None:

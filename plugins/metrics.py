@@ -35,6 +35,9 @@ Created Equal?"), against the test split."""
 def register_metrics(register):
     for metric in (FidMetric(), KidMetric(), InceptionScoreMetric(), ModesMetric(), ThroughputMetric()):
         register(metric)
+    from .stacked_mnist import StackedModesMetric  # beside the dataset it scores
+
+    register(StackedModesMetric())
 
 
 def _setting(context: "EvaluationContext", key: str, kind: type) -> Any:

@@ -24,6 +24,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     (r"^kid", LOWER, QUALITY),
     (r"^is(\d|_|$)", HIGHER, QUALITY),
     (r"^modes_covered", HIGHER, QUALITY),
+    (r"^stacked_modes\w*_covered$", HIGHER, QUALITY),  # stacked-modes: modes of Stacked MNIST found
     (r"high_quality", HIGHER, QUALITY),
     (r"reverse_kl", LOWER, QUALITY),
     (r"per_second$", HIGHER, COST),
