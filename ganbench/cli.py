@@ -179,7 +179,8 @@ def _registry(context: click.Context):
 @click.option("--address", default=None, metavar="ADDRESS",
               help="Ray cluster to use with --executor ray (default: start a local Ray instance).")
 @click.option("--workers", type=int, default=None, metavar="N",
-              help="CPU runs at once, the cores divided between them (default 1; Ray: 1 CPU per run).")
+              help="CPU runs at once, the cores divided between them (default: as many as pay, from the "
+                   "cores, the runs and the models' size, said in the first line; Ray: 1 CPU per run).")
 @click.option("--gpus", default=None, metavar="0,2", help="GPUs to use (default: every visible GPU).")
 @click.option("--runs-per-gpu", type=int, default=1, show_default=True, metavar="K",
               help="Worker processes sharing each GPU.")
@@ -208,7 +209,7 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     from ganbench.grid import load_grid_file, load_preset
     from ganbench.search import plan_runs, record_draws
     from ganbench.storage import ensure_writable_directory
-    from ganbench.runner import RunOptions, iter_statuses, run_grid
+    from ganbench.runner import RunOptions, choose_workers, iter_statuses, run_grid
 
     if grid_file and preset:
         raise UserError("give either a grid file or --preset, not both.")
@@ -243,7 +244,9 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
                          device=device, quiet=quiet, executor=executor, address=address, workers=workers,
                          gpus=_gpu_list(gpus), runs_per_gpu=runs_per_gpu, retries=retries,
                          pack=pack, disabled=tuple(context.obj.get("disabled", ())) if context.obj else ())
-    console.print(f"ganbench {__version__}: {len(runs)} run(s) -> {options.out}")
+    workers_chosen = choose_workers(runs, registry, options)  # without --workers: as many as pay
+    console.print(f"ganbench {__version__}: {len(runs)} run(s) -> {options.out}"
+                  + (f"; {workers_chosen}" if workers_chosen else ""), highlight=False)
     if plan.draws:
         console.print(f"random search: {grid.budget} setting(s) drawn per architecture, loss and dataset "
                       f"(search seed {grid.search_seed})", highlight=False)

@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ganbench.config import RunSpec
+from ganbench.devices import (RunSize, available_memory_bytes, cpu_cores, default_cpu_workers,
+                              measure_run_size, visible_gpus)
 from ganbench.errors import UserError
 from ganbench.executors import make_executor
 from ganbench.executors.base import STOP_FILE, RunOptions
@@ -21,7 +23,7 @@ from ganbench.registry import Registry
 from ganbench.storage import csv_problem, ensure_writable_directory, remove_temporaries
 from ganbench.train import load_real_data
 
-__all__ = ["GridSummary", "RunOptions", "StopRequest", "iter_statuses", "run_grid"]
+__all__ = ["GridSummary", "RunOptions", "StopRequest", "choose_workers", "iter_statuses", "run_grid"]
 
 QUIET_PROGRESS_SECONDS = 30.0
 """With ``--quiet``, a running run's progress is printed at most this often."""
@@ -56,6 +58,38 @@ class StopRequest:
 
     def install(self) -> dict[int, Any]:
         return {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def choose_workers(runs: list[RunSpec], registry: Registry, options: RunOptions) -> str:
+    """Without ``--workers``, a local grid on the CPU gets as many workers as pay; say how many and why.
+
+    Sets ``options.workers`` and ``options.threads`` (see
+    :func:`ganbench.devices.default_cpu_workers`) and returns the sentence for the first
+    line of output; returns "" and changes nothing when the choice is the user's or the
+    grid goes to GPUs or Ray. The choice depends on the machine and on the whole grid
+    (not on how many of its runs are left), so a resumed grid trains its runs with the
+    thread counts it started with.
+    """
+    if options.workers is not None or options.executor != "local" or not runs:
+        return ""
+    if options.device != "cpu" and (options.device != "auto" or visible_gpus()):
+        return ""
+    sizes: dict[str, RunSize | None] = {}
+    for spec in runs:
+        key = repr((spec.architecture, spec.dataset, spec.batch_size, sorted(spec.params.items())))
+        if key not in sizes:
+            dataset = registry.get("dataset", spec.dataset)
+            sizes[key] = measure_run_size(registry.get("architecture", spec.architecture),
+                                          tuple(dataset.data_shape(spec.params)), spec.params, spec.batch_size)
+    known = [size for size in sizes.values() if size is not None]
+    largest = max(known, key=lambda size: (size.memory_bytes, size.step_flops)) if known else None
+    if largest is not None:
+        largest = RunSize(parameters=largest.parameters, memory_bytes=largest.memory_bytes,
+                          step_flops=max(size.step_flops for size in known))
+    plan = default_cpu_workers(cores=cpu_cores(), runs=len(runs), largest=largest,
+                               memory_bytes=available_memory_bytes())
+    options.workers, options.threads = plan.workers, plan.threads
+    return plan.reason
 
 
 def check_data(runs: list[RunSpec], registry: Registry, options: RunOptions, console: Console) -> None:

@@ -102,3 +102,51 @@ def test_impossible_ray_placements_are_explained(arguments, message):
     settings = dict(cluster_cpus=4, cluster_gpus=2, largest_node_cpus=4) | arguments
     with pytest.raises(UserError, match=message):
         plan_ray_tasks(**settings)
+
+
+# --- the default number of CPU workers ------------------------------------------------------
+
+from ganbench.devices import RunSize, default_cpu_workers, measure_run_size  # noqa: E402
+
+SMALL_RUN = RunSize(parameters=10_000, step_flops=1e6, memory_bytes=1e9)
+LARGE_RUN = RunSize(parameters=4_000_000, step_flops=4e10, memory_bytes=3e9)
+
+
+@pytest.mark.parametrize("cores, runs, largest, memory, workers, threads", [
+    (2, 12, SMALL_RUN, 64e9, 2, 1),     # the quickstart on 2 cores: a worker per core
+    (16, 12, SMALL_RUN, 64e9, 12, 1),   # no more workers than runs; tiny steps get no spare threads
+    (16, 4, LARGE_RUN, 64e9, 4, 4),     # large steps get the spare cores as threads
+    (16, 12, LARGE_RUN, 8e9, 2, 8),     # memory for two workers of 3 GB (80% of 8 GB)
+    (2, 1, None, None, 1, 1),           # size unknown: assumed small
+])
+def test_default_cpu_workers_are_one_per_core_within_runs_and_memory(cores, runs, largest, memory, workers,
+                                                                     threads):
+    plan = default_cpu_workers(cores=cores, runs=runs, largest=largest, memory_bytes=memory)
+    assert (plan.workers, plan.threads) == (workers, threads)
+    assert plan.reason.startswith(f"{workers} CPU worker(s) x {threads} torch thread(s)")
+    assert f"{cores} core(s)" in plan.reason and "--workers N" in plan.reason
+
+
+@pytest.mark.parametrize("architecture, dataset", [("mlp", "ring8"), ("dcgan", "mnist"), ("dcgan", "cifar10")])
+def test_run_size_counts_the_flops_torch_counts(architecture, dataset):
+    """The step's FLOPs are built from torch's own flop counter's count of one forward pass of G and D."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ganbench.grid import GridSpec, expand
+    from ganbench.registry import get_registry
+
+    registry = get_registry()
+    spec, = expand(GridSpec(archs=[architecture], losses=["wgan"], datasets=[dataset], batch_size=8,
+                            metrics=["none"]), registry)
+    shape = tuple(registry.get("dataset", dataset).data_shape(spec.params))
+    built = registry.get("architecture", architecture)
+    size = measure_run_size(built, shape, spec.params, spec.batch_size)
+    generator, discriminator = built.build(shape, spec.params)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        discriminator(generator(torch.randn(8, int(spec.params["latent_dim"]))))
+        discriminator(torch.randn(8, *shape))
+    forward = counter.get_total_flops()
+    assert size is not None and spec.params["n_critic"] == 5
+    assert size.step_flops == pytest.approx(3 * forward * (5 + 1), rel=1e-6)
+    assert size.parameters == sum(p.numel() for model in (generator, discriminator) for p in model.parameters())

@@ -134,11 +134,14 @@ class KillInCheckpointLoss(FaultLoss):
 
 class KillLauncherLoss(FaultLoss):
     name = "kill-launcher-at"
-    description = "kills the worker's parent process (a Ray worker) at step fault_step, once"
+    description = "kills the process that launched the run's worker (a Ray worker) at step fault_step, once"
 
     def fault(self, loss):
         if first_time("kill-launcher"):
-            os.kill(os.getppid(), signal.SIGKILL)
+            # The run is a fork of its resident worker, whose parent is the launcher.
+            with open(f"/proc/{os.getppid()}/stat") as stat:
+                launcher = int(stat.read().rsplit(")", 1)[1].split()[1])
+            os.kill(launcher, signal.SIGKILL)
         return loss
 
 

@@ -1,10 +1,11 @@
 """Executors: how a grid's runs are spread over worker processes.
 
-``local`` runs one worker process per slot of this machine (a GPU, a share of a GPU, or a
-share of the CPU cores); ``ray`` runs each run as a Ray core task on a Ray cluster. Both
-start the same worker process (:mod:`ganbench.worker`) for each run and share the
-retry-and-record rules of :mod:`ganbench.executors.base`, so a run ends the same way, with
-the same files, whichever executor ran it.
+``local`` runs one resident worker process per slot of this machine (a GPU, a share of a
+GPU, or a share of the CPU cores); ``ray`` runs each run as a Ray core task on a Ray
+cluster, handed to a resident worker of the Ray worker process that runs the task. Both
+use the same worker (:mod:`ganbench.worker`), which trains each run in a fresh fork of
+itself, and share the retry-and-record rules of :mod:`ganbench.executors.base`, so a run
+ends the same way, with the same files, whichever executor ran it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What every executor shares: the grid's options, how an attempt ended, and what to do next.
 
-An executor starts one worker process per attempt at a run and hands back a
-:class:`WorkerResult`. :class:`GridState` decides the rest the same way for every
+An executor hands each attempt at a run to a worker (which trains it in a process of its
+own, :mod:`ganbench.worker`) and gets back a :class:`WorkerResult`. :class:`GridState` decides the rest the same way for every
 executor: a worker that reported an ``end`` event is settled (its Python errors are not
 retried: they would fail the same way again); a worker that died without one (killed,
 ``os._exit``, a segfault, a lost Ray node) is tried again up to ``retries`` times and then
@@ -39,6 +39,8 @@ class RunOptions:
     """Ray: the cluster to connect to; None starts a local Ray instance."""
     workers: int | None = None
     """CPU runs at once (the cores are divided between them)."""
+    threads: int | None = None
+    """torch threads of each CPU worker; None: the cores divided evenly between the workers."""
     gpus: list[int] | None = None
     """Local: the GPUs to use (torch indices); None: all visible ones."""
     runs_per_gpu: int = 1

@@ -1,9 +1,11 @@
 """The Ray executor: each run (or pack of runs, ``--pack``) of the grid is one Ray core task (not Ray Tune).
 
 A task asks Ray for the run's resources (:func:`ganbench.devices.plan_ray_tasks`:
-a fraction of a GPU when packing) and then starts the same worker process as the local
-executor on its node, so the run's files, statuses and interruption behave exactly as
-locally. This assumes ``OUT`` (and the cache directory) is on a filesystem every node
+a fraction of a GPU when packing) and hands the run to the same resident worker process
+as the local executor uses, one per Ray worker process, started by its first task and
+kept for the next ones (Ray reuses its worker processes), so a run starts without
+importing torch again, in a fresh fork, and its files, statuses and interruption behave
+exactly as locally. This assumes ``OUT`` (and the cache directory) is on a filesystem every node
 sees at the same path; the driver reads the results from there.
 
 Ray's own failures (a lost node, a killed task) reach :class:`GridState` as a worker that
@@ -23,13 +25,16 @@ from ganbench.config import RunSpec
 from ganbench.devices import TaskResources, plan_ray_tasks
 from ganbench.errors import UserError
 from ganbench.executors.base import STOP_FILE, GridState, Reporter, RunOptions, WorkerResult
-from ganbench.executors.process import WorkerProcess, follow
+from ganbench.executors.process import Worker, WorkerProcess, follow
 from ganbench.storage import read_json, write_json
 from ganbench.worker import Job
 
 PROGRESS_FILE = "progress.json"
 """``runs/<id>/progress.json``: a running task's latest progress, read by the driver, removed at the end."""
 PROGRESS_SECONDS = 2.0
+
+_resident: list[Worker] = []
+"""The resident worker of this Ray worker process (at most one), kept between tasks."""
 
 
 def import_ray() -> Any:
@@ -49,7 +54,9 @@ def run_task(job_data: dict[str, Any]) -> dict[str, Any]:
     gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]  # Ray also set CUDA_VISIBLE_DEVICES to these
     placement = {**job_data.get("placement", {}), "node": ray.util.get_node_ip_address(),
                  "gpu": ",".join(gpu_ids) or None}
-    job = Job.from_json({**job_data, "device": "cuda:0" if gpu_ids else "cpu", "placement": placement})
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)} if gpu_ids else {}
+    job = Job.from_json({**job_data, "device": "cuda:0" if gpu_ids else "cpu", "placement": placement,
+                         "env": env})
     stop_file = Path(job.out) / STOP_FILE
     progress_files = {spec.run_id: Path(job.out) / "runs" / spec.run_id / PROGRESS_FILE for spec in job.specs}
     warnings: list[str] = []
@@ -65,19 +72,33 @@ def run_task(job_data: dict[str, Any]) -> dict[str, Any]:
                 with contextlib.suppress(OSError, UserError):
                     write_json(progress_files[run_id], event)
 
-    worker = WorkerProcess(job)
+    worker = WorkerProcess(job, _resident_worker(job))
     try:
         result = follow(worker, should_stop=stop_file.exists, on_event=on_event)
     finally:
-        if worker.poll() is None:  # the task was cancelled: let the worker checkpoint, briefly
+        if worker.poll() is None:  # the task was cancelled: let the run checkpoint, briefly
             worker.terminate()
-            with contextlib.suppress(Exception):
-                worker.process.wait(30)
+            worker.wait(30)
             worker.kill()
         for progress_file in progress_files.values():
             progress_file.unlink(missing_ok=True)
     result.warnings = warnings
     return result.to_json()
+
+
+def _resident_worker(job: Job) -> Worker:
+    """This Ray worker process's resident worker, started (again) when there is none that suits ``job``."""
+    if _resident and _resident[0].suits(job.threads, {}):
+        return _resident[0]
+    for old in _resident:
+        old.close()
+        old.kill()
+        old.wait(5.0)
+        old.release()
+    _resident.clear()
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    _resident.append(Worker(job.threads, output=job.output))
+    return _resident[0]
 
 
 class RayExecutor:
@@ -140,8 +161,10 @@ class RayExecutor:
         ray, in_flight = self.ray, self.in_flight
         stop_file = Path(self.options.out) / STOP_FILE
         resources, capacity = self._plan()
+        # max_calls=0: a Ray worker process keeps running tasks (GPU tasks too, whose GPU
+        # memory belongs to the run's own process), so its resident worker is reused.
         task = ray.remote(run_task).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
-                                            max_retries=0)
+                                            max_retries=0, max_calls=0)
         state = GridState(specs, self.options, reporter)
         stopping, shown = False, 0.0
         while state.has_pending() or in_flight:
