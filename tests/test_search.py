@@ -369,3 +369,20 @@ def test_real_search_trains_distinct_rates_and_a_larger_budget_only_the_new_ones
     assert len(set(rates)) == 4 and all(1e-5 <= rate <= 1e-3 for rate in rates)
     assert all(c["params"]["lr_d"] == c["params"]["lr_g"] for c in configs)
     assert "tuning budget" in (tmp_path / "X" / "report" / "report.md").read_text()
+
+
+def test_an_unfinished_setting_is_left_out_of_the_curve_until_it_ends(run_cli, tmp_path, fake_training):
+    code, out, err = run_cli("run", "--archs", "mlp", "--losses", "ns", "--datasets", "ring8", "--steps", "50",
+                             "--metrics", "modes", "--set", "lr=loguniform(1e-5,3e-4)", "--budget", "4",
+                             "--out", "X", "--quiet")
+    assert code == 0, out + err
+    worst = min(fake_training, key=fake_score)
+    status = tmp_path / "X" / "runs" / worst.run_id / "status.json"
+    status.write_text(json.dumps({"status": "interrupted", "step": 10}))
+    code, out, err = run_cli("report", "X")
+    assert code == 0, out + err
+    cell, = read_json(tmp_path / "X" / "report" / "report.json")["search"]
+    scores = sorted(fake_score(r) for r in fake_training if r is not worst)
+    assert len(cell["best_so_far"]["mean"]) == 3 and cell["best_so_far"]["mean"][-1] == pytest.approx(scores[-1])
+    assert [s["score"] for s in cell["settings"]].count(None) == 1
+    assert "| mlp/ns | 3/3 (1 unfinished) | 0/4 |" in (tmp_path / "X" / "report" / "report.md").read_text()

@@ -93,6 +93,11 @@ class Trial:
     """The ranking metric averaged over its finished search runs; NaN when none finished with a value."""
 
     @property
+    def pending(self) -> bool:
+        """No score yet and runs still unfinished: not tried yet, so left out of the curve."""
+        return not math.isfinite(self.score) and self.config.counts["unfinished"] > 0
+
+    @property
     def setting(self) -> str:
         return " ".join(f"{key}={_value(value)}" for key, value in sorted(self.values.items())) or "(defaults)"
 
@@ -123,6 +128,11 @@ class CellSearch:
     @property
     def scored(self) -> int:
         return sum(1 for t in self.trials if math.isfinite(t.score))
+
+    @property
+    def tried(self) -> list[Trial]:
+        """The settings whose search ended (scored, or every run diverged or failed)."""
+        return [t for t in self.trials if not t.pending]
 
 
 @dataclass
@@ -196,7 +206,8 @@ def search_report(comparison: Comparison, draws: dict[str, dict[str, Any]] | Non
         if not cell.metric:
             continue
         better = direction_of(cell.metric).better or "lower"
-        cell.curve = best_so_far([t.score for t in cell.trials], better)
+        if cell.tried:
+            cell.curve = best_so_far([t.score for t in cell.tried], better)
         scored = [t for t in cell.trials if math.isfinite(t.score)]
         if not scored:
             continue
@@ -238,7 +249,7 @@ def best_so_far_plot(search: SearchReport, dataset: str, directory: Path):
     axes = figure.add_subplot(1, 1, 1)
     for color, cell in zip(_colors(len(cells)), cells):
         curve = cell.curve
-        axes.plot(curve.budgets, curve.mean, color=color, label=f"{cell.label} ({len(cell.trials)} settings)",
+        axes.plot(curve.budgets, curve.mean, color=color, label=f"{cell.label} ({len(cell.tried)} settings)",
                   linewidth=1.5, marker="o" if len(curve.budgets) <= 20 else None, markersize=3)
         axes.fill_between(curve.budgets, curve.low, curve.high, color=color, alpha=0.2, linewidth=0)
     direction = direction_of(metric).better
@@ -301,7 +312,9 @@ def winners_rows(search: SearchReport, dataset: str) -> tuple[list[str], list[li
                                          c.label))
     for cell in order:
         winner = cell.winner
-        rows.append([cell.label, f"{cell.scored}/{len(cell.trials)}", f"{cell.diverged_settings}/{len(cell.trials)}",
+        pending = len(cell.trials) - len(cell.tried)
+        rows.append([cell.label, f"{cell.scored}/{len(cell.tried)}" + (f" ({pending} unfinished)" if pending else ""),
+                     f"{cell.diverged_settings}/{len(cell.trials)}",
                      winner.setting if winner else "none scored",
                      number(winner.score) if winner else "–",
                      ",".join(str(s) for s in cell.rerun_seeds) or "none yet",
@@ -414,7 +427,10 @@ def second_stage_runs(out: Path, cells: set[tuple[str, str, str]], count: int, r
 
 
 def search_json(comparison: Comparison, report_dir: Path) -> list[dict[str, Any]] | None:
-    """``report.json``'s ``search``: per searched cell, its settings, curve, winner and second stage (None: no search)."""
+    """``report.json``'s ``search``: per searched cell, its settings, curve, winner and second stage.
+
+    None when the runs hold no search.
+    """
     search, _ = prepared(comparison, report_dir)
     if search is None:
         return None
