@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.storage import atomic_write, read_json, write_json
+from ganbench.storage import SymlinkRefused, atomic_write, open_append, open_no_follow, read_json, write_json
 
 FINISHED = ("done", "diverged")
 """Statuses a re-run skips. ``failed``, ``interrupted``, ``oom`` and ``running`` resume."""
@@ -96,10 +96,15 @@ class RunDirectory:
         write_json(self.status_file, record)
 
     def log_line(self, message: str) -> None:
-        """Append a timestamped line to ``log.txt`` (best effort: a full disk loses the line)."""
+        """Append a timestamped line to ``log.txt`` (best effort: a full disk loses the line).
+
+        A symbolic link in place of ``log.txt`` is :class:`ganbench.storage.SymlinkRefused`.
+        """
         try:
-            with open(self.log, "a") as handle:
+            with open_append(self.log) as handle:
                 handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        except SymlinkRefused:
+            raise
         except OSError:
             pass
 
@@ -131,14 +136,26 @@ def run_directory(out: Path, spec: RunSpec) -> RunDirectory:
     return directory
 
 
-def results_rows(out: Path) -> list[dict[str, Any]]:
-    """One flat row per run directory under ``out/runs``: config, status and final metrics."""
+DAMAGED_CONFIG = "config.json is missing or damaged"
+
+
+def results_rows(out: Path, on_warning: Callable[[str], None] = lambda message: None) -> list[dict[str, Any]]:
+    """One flat row per run directory under ``out/runs``: config, status and final metrics.
+
+    A run whose config.json cannot be read keeps a row (its directory name as run id, its
+    status and metrics, the error :data:`DAMAGED_CONFIG`) and is reported to ``on_warning``.
+    """
     rows = []
     for config_file in sorted((Path(out) / "runs").glob("*/config.json")):
         config = read_json(config_file)
-        if config is None:
-            continue
         status = RunDirectory(config_file.parent).status()
+        if not isinstance(config, dict) or "run_id" not in config:
+            on_warning(f"run {config_file.parent.name}: its {DAMAGED_CONFIG}; results.csv lists it without "
+                       f"its settings (restore the file, or delete {config_file.parent} to drop the run)")
+            rows.append({"run_id": config_file.parent.name, "status": status.get("status"),
+                         "step": status.get("step", 0), "wall_seconds": status.get("wall_seconds"),
+                         "error": DAMAGED_CONFIG, **status.get("metrics", {})})
+            continue
         row: dict[str, Any] = {
             "run_id": config["run_id"], "architecture": config["architecture"],
             "loss": config["loss"], "dataset": config["dataset"], "split": config["split"],
@@ -158,11 +175,14 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return {f"{prefix}{key}": value for key, value in values.items()}
 
 
-def write_results(out: Path) -> Path:
-    """Rebuild ``out/results.csv`` atomically from the run directories; return its path."""
+def write_results(out: Path, on_warning: Callable[[str], None] = lambda message: None) -> Path:
+    """Rebuild ``out/results.csv`` atomically from the run directories; return its path.
+
+    ``on_warning`` is told about every run directory whose files could not be read.
+    """
     import pandas as pd
 
-    rows = results_rows(out)
+    rows = results_rows(out, on_warning)
     frame = pd.DataFrame(rows)
     path = Path(out) / "results.csv"
     atomic_write(path, lambda handle: frame.to_csv(handle, index=False), binary=False)
@@ -186,7 +206,7 @@ def _exclusive_lock(lock_file: Path, wait_seconds: float = 0.0) -> Iterator[str 
     within ``wait_seconds``. The kernel drops the lock when the process dies, even by
     ``kill -9``, so a stale lock file never blocks anyone.
     """
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_no_follow(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait_seconds
         while True:

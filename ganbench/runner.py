@@ -227,7 +227,8 @@ def run_grid(runs: list[RunSpec], registry: Registry, options: RunOptions, conso
                             signal.signal(sig, handler)
         finally:
             (out / STOP_FILE).unlink(missing_ok=True)
-            write_results(out)
+            write_results(out, on_warning=lambda message: console.print(
+                f"[yellow]warning:[/yellow] {escape(message)}", highlight=False))
         summary.interrupted = stop.requested
         for spec in pending:  # not started (a stop came first): as the ledger has them
             summary.statuses.setdefault(spec.run_id, RunDirectory(out / "runs" / spec.run_id).status()["status"])

@@ -4,6 +4,14 @@ Everything ganbench writes goes through here. A write lands whole or not at all
 (temporary file in the same directory, fsync, rename), so a crash or ``kill -9`` at any
 moment leaves the previous version of a file, never half of a new one. A full disk is a
 :class:`DiskFullError` that names the file, never a half-written one.
+
+No write follows a symbolic link: whole files are renamed into place (which replaces a
+link, never its target) and appended or locked files are opened with ``O_NOFOLLOW``, so a
+link planted in a shared results directory cannot make ganbench overwrite the file it
+points to; it is a :class:`SymlinkRefused` error naming the link instead.
+
+JSON is strict (RFC 8259): a non-finite float (NaN, ±infinity: a figure that could not
+be computed) is written as ``null``, so ``jq`` and strict parsers read every file.
 """
 
 from __future__ import annotations
@@ -11,15 +19,25 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import IO, Any, Callable, Iterable, Mapping
 
 from ganbench.errors import UserError
 
 TEMPORARY_SUFFIX = ".tmp"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class SymlinkRefused(UserError):
+    """A file ganbench writes in place (log, lock, JSON lines) is a symbolic link; nothing was written."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is a symbolic link; ganbench does not write through links in its output "
+                         "directory. Remove the link (or choose another --out), then run the command again")
+        self.path = Path(path)
 
 
 class DiskFullError(UserError):
@@ -75,6 +93,22 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, 
     _fsync_directory(path.parent)
 
 
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode)``; :class:`SymlinkRefused` when ``path`` is a link."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SymlinkRefused(Path(path)) from None
+        raise
+
+
+def open_append(path: Path, binary: bool = False) -> IO[Any]:
+    """Open ``path`` for appending (created if missing) without following a symbolic link."""
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _new_file_mode())
+    return os.fdopen(fd, "ab" if binary else "a")
+
+
 def _fsync_directory(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -102,9 +136,25 @@ def remove_temporaries(directory: Path) -> list[Path]:
     return removed
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by None, in nested dicts, lists and tuples."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """One strict JSON line (non-finite floats as null), keys sorted, with its newline."""
+    return json.dumps(strict_json(record), sort_keys=True, default=str, allow_nan=False) + "\n"
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Atomically write ``data`` as indented JSON."""
-    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    """Atomically write ``data`` as indented, strict JSON (non-finite floats as null)."""
+    text = json.dumps(strict_json(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
     atomic_write(path, lambda handle: handle.write(text), binary=False)
 
 
@@ -117,11 +167,14 @@ def read_json(path: Path) -> Any | None:
 
 
 def append_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """Append one JSON line per record and fsync; on a failure the file is cut back to its old end."""
-    lines = "".join(json.dumps(record, sort_keys=True, default=str) + "\n" for record in records)
+    """Append one strict JSON line per record and fsync; on a failure the file is cut back to its old end.
+
+    Non-finite floats are written as ``null``. ``path`` must not be a symbolic link.
+    """
+    lines = "".join(json_line(record) for record in records)
     if not lines:
         return
-    with open(path, "a") as handle:
+    with open_append(path) as handle:
         end = handle.tell()
         try:
             handle.write(lines)
@@ -161,7 +214,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def rewrite_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Atomically replace a JSON-lines file with ``records``."""
-    text = "".join(json.dumps(record, sort_keys=True, default=str) + "\n" for record in records)
+    text = "".join(json_line(record) for record in records)
     atomic_write(path, lambda handle: handle.write(text), binary=False)
 
 
