@@ -108,6 +108,15 @@ def _gpu_list(text: str | None) -> list[int] | None:
         raise UserError(f"--gpus {text!r}: give GPU indices separated by commas, like 0,2.") from None
 
 
+def _data_dir(flag: str | None) -> str | None:
+    """``--data-dir``, else ``GANBENCH_DATA_DIR``, else None; a folder named that does not exist is an error."""
+    named, value = ("--data-dir", flag) if flag else ("GANBENCH_DATA_DIR", os.environ.get("GANBENCH_DATA_DIR"))
+    if value and not Path(value).expanduser().is_dir():
+        raise UserError(f"{named} {value}: no such directory; give the folder that holds the datasets, "
+                        f"or leave it out to use the built-in and cached ones.")
+    return value or None
+
+
 def default_cache_dir() -> Path:
     """``GANBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/ganbench``, else ``~/.cache/ganbench``."""
     if os.environ.get("GANBENCH_CACHE_DIR"):
@@ -240,7 +249,7 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     if address and executor != "ray":
         raise UserError("--address names a Ray cluster; add --executor ray.")
     options = RunOptions(out=Path(out), cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
-                         data_dir=data_dir or os.environ.get("GANBENCH_DATA_DIR") or None,
+                         data_dir=_data_dir(data_dir),
                          device=device, quiet=quiet, executor=executor, address=address, workers=workers,
                          gpus=_gpu_list(gpus), runs_per_gpu=runs_per_gpu, retries=retries,
                          pack=pack, disabled=tuple(context.obj.get("disabled", ())) if context.obj else ())
@@ -351,11 +360,12 @@ def eval_command(context: click.Context, path: str, metrics: str, sets: tuple[st
         overrides[key] = values[0]
     console = Console()
     count = rescore(Path(path), _list(metrics) or [], overrides, registry=_registry(context),
-                    device=resolve_device(device),
-                    data_dir=data_dir or os.environ.get("GANBENCH_DATA_DIR") or None,
+                    device=resolve_device(device), data_dir=_data_dir(data_dir),
                     cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                     on_run=lambda directory, values: console.print(
-                        f"{directory.path.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())))
+                        f"{directory.path.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())),
+                    warn=lambda message: console.print(f"[yellow]warning:[/yellow] {escape(message)}",
+                                                       highlight=False))
     console.print(f"re-scored {count} finished run(s) under {path}")
 
 

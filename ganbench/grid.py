@@ -179,6 +179,9 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     for schedule in ("checkpoint_every", "sample_every", "log_every"):
         if getattr(grid, schedule) < 1:
             raise UserError(f"{schedule} must be a positive number of steps, not {getattr(grid, schedule)}.")
+    if grid.eval_every < 0:
+        raise UserError(f"--eval-every {grid.eval_every}: give a positive number of steps, or 0 to evaluate "
+                        "only at the end.")
     for axis in ("archs", "losses", "datasets", "seeds"):
         if not getattr(grid, axis):
             raise UserError(f"the {axis} axis is empty; give at least one value.")
