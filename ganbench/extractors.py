@@ -1,10 +1,11 @@
 """Feature extractors behind FID, KID and IS; torch-fidelity runs every one of them.
 
 * ``inception``: torch-fidelity's ``inception-v3-compat`` (the TF Inception port FID papers
-  use). torch-fidelity downloads its weights on first use; an offline machine gets a copy
-  through the ``inception_weights`` setting (``--inception-weights PATH``) or the
-  ``GANBENCH_INCEPTION_WEIGHTS`` variable, passed to torch-fidelity as
-  ``feature_extractor_weights_path``.
+  use). Its weights are downloaded on first use; an offline machine gets a copy through
+  the ``inception_weights`` setting (``--inception-weights PATH``) or the
+  ``GANBENCH_INCEPTION_WEIGHTS`` variable. Either way torch-fidelity only ever loads a
+  tensors-only copy that ganbench made (:mod:`ganbench.inception_weights`), never the file
+  itself, since it unpickles with ``weights_only=False``.
 * ``classifier``: a small CNN ganbench trains once, on the CPU with a fixed seed, on the
   labelled reference split (at most 10,000 images, 15% of them held out to measure its
   accuracy; about 15-25 s on two CPU cores), cached under
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
+from ganbench import inception_weights
 from ganbench.errors import UserError
 from ganbench.fidelity import atomic_write, content_hash, to_uint8_rgb
 
@@ -68,7 +70,8 @@ class Extractor:
     fidelity_name: str
     """Its name in torch-fidelity's registry."""
     weights_path: str | None
-    """Passed as ``feature_extractor_weights_path``; None lets torch-fidelity download Inception."""
+    """The weights file (the classifier's checkpoint, or Inception weights of which torch-fidelity gets a
+    checked copy); None downloads the Inception weights."""
     fid_layer: str
     """Feature layer for FID and KID."""
     is_layer: str
@@ -82,17 +85,16 @@ class Extractor:
 
     def create(self, layers: list[str], cuda: bool) -> FeatureExtractorBase:
         """Instantiate it through torch-fidelity's ``create_feature_extractor``."""
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
         from torch_fidelity.utils import create_feature_extractor
 
-        try:
+        if self.fidelity_name != INCEPTION_FIDELITY_NAME:  # ganbench's own checkpoint, loaded weights_only
             return create_feature_extractor(self.fidelity_name, layers, cuda=cuda, verbose=False,
                                             feature_extractor_weights_path=self.weights_path)
-        except OSError as error:  # urllib's URLError is an OSError
-            if self.weights_path is not None:
-                raise
-            raise UserError(f"could not download the Inception weights ({error}); on an offline machine pass a "
-                            f"copy with --inception-weights PATH or {WEIGHTS_VARIABLE}, or use "
-                            f"--set extractor=classifier") from None
+        with inception_weights.loadable_copy(self.weights_path, URL_INCEPTION_V3,
+                                             self.protocol.get("inception_weights_sha256")) as copy:
+            return create_feature_extractor(self.fidelity_name, layers, cuda=cuda, verbose=False,
+                                            feature_extractor_weights_path=str(copy))
 
 
 def resolve_extractor(context: "EvaluationContext") -> Extractor:
@@ -158,7 +160,8 @@ def inception_extractor(weights_path: str | None, reason: str) -> Extractor:
         "extractor": "inception",
         "extractor_network": f"torch-fidelity {INCEPTION_FIDELITY_NAME}",
         "extractor_layers": "fid/kid: 2048, is: logits_unbiased",
-        "inception_weights": weights_path or "downloaded by torch-fidelity",
+        "inception_weights": weights_path or "downloaded by ganbench through torch hub (hash-checked)",
+        **(inception_weights.describe(weights_path) if weights_path else {}),
         "extractor_choice": reason,
     }
     return Extractor("inception", INCEPTION_FIDELITY_NAME, weights_path, "2048", "logits_unbiased",

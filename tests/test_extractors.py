@@ -117,12 +117,10 @@ def test_a_missing_weights_file_or_unknown_extractor_is_a_user_error(mnist, tmp_
 
 
 def test_offline_inception_download_failure_names_the_fix(monkeypatch):
-    import torch_fidelity.feature_extractor_inceptionv3 as inception_module
-
     def offline(*args, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setattr(inception_module, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)  # ganbench downloads, not torch-fidelity
     extractor = extractors.inception_extractor(None, "test")
     with pytest.raises(UserError, match="--inception-weights"):
         extractor.create(["2048"], cuda=False)
