@@ -353,22 +353,25 @@ def test_a_search_without_second_stage_prints_the_command_that_runs_it(run_cli, 
 
 # --- real training: the example, smaller ----------------------------------------------
 
-def test_real_search_trains_distinct_rates_and_a_larger_budget_only_the_new_ones(run_cli, tmp_path):
-    command = ["run", "--archs", "mlp", "--losses", "ns,lsgan", "--datasets", "ring8", "--set", f"lr={LR}",
-               "--steps", "20", "--batch-size", "64", "--metrics", "modes", "--set", "modes_samples=200",
-               "--out", "X", "--quiet", "--workers", "2"]
-    code, out, err = run_cli(*command, "--budget", "1")
+def test_real_search_trains_distinct_rates_in_range_and_reports_them(run_cli, tmp_path):
+    # Real training, once (the fake-trainer tests above cover re-runs and a growing budget).
+    code, out, err = run_cli("run", "--archs", "mlp", "--losses", "ns,lsgan", "--datasets", "ring8", "--set", f"lr={LR}",
+                             "--steps", "20", "--batch-size", "64", "--metrics", "modes", "--set", "modes_samples=200",
+                             "--budget", "2", "--out", "X", "--quiet", "--workers", "2")
     assert code == 0, out + err
-    first = {read_json(path)["run_id"] for path in (tmp_path / "X" / "runs").glob("*/config.json")}
-    code, out, err = run_cli(*command, "--budget", "2")
-    assert code == 0, out + err
-    assert "2 of 4 runs already finished" in out
     configs = [read_json(path) for path in (tmp_path / "X" / "runs").glob("*/config.json")]
-    assert len(configs) == 4 and first < {c["run_id"] for c in configs}
+    assert len(configs) == 4 and all(c["steps"] == 20 for c in configs)
     rates = [c["params"]["lr_g"] for c in configs]
     assert len(set(rates)) == 4 and all(1e-5 <= rate <= 1e-3 for rate in rates)
     assert all(c["params"]["lr_d"] == c["params"]["lr_g"] for c in configs)
-    assert "tuning budget" in (tmp_path / "X" / "report" / "report.md").read_text()
+    expected = {r.run_id: r.params["lr_g"] for r in plan_runs(
+        GridSpec(archs=["mlp"], losses=["ns", "lsgan"], datasets=["ring8"], metrics=["modes"], steps=20,
+                 batch_size=64, budget=2, sets={"lr": [LR], "modes_samples": ["200"]}), get_registry()).runs}
+    assert {c["run_id"]: c["params"]["lr_g"] for c in configs} == expected  # what was planned is what trained
+    assert set(read_json(tmp_path / "X" / "search.json")["runs"]) == set(expected)
+    cells = read_json(tmp_path / "X" / "report" / "report.json")["search"]
+    assert sorted(cell["label"] for cell in cells) == ["mlp/lsgan", "mlp/ns"]
+    assert all(len(cell["settings"]) == 2 and len(cell["best_so_far"]["mean"]) == 2 for cell in cells)
 
 
 def test_an_unfinished_setting_is_left_out_of_the_curve_until_it_ends(run_cli, tmp_path, fake_training):
