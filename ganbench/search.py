@@ -228,12 +228,13 @@ def plan_runs(grid: Any, registry: Any) -> SearchPlan:
     fixed = {k: v for k, v in grid.sets.items() if k not in distributions}
     texts = {k: d.text for k, d in distributions.items()}
     runs, draws, seen = [], [], set()
-    searched_somewhere = set()
+    searched_somewhere, searchable = set(), set(SHORTCUTS)
     for architecture in grid.archs:
         for loss in grid.losses:
             for dataset in grid.datasets:
                 cell = dataclasses.replace(grid, archs=[architecture], losses=[loss], datasets=[dataset], sets=fixed)
                 resolved = expand(cell, registry)[0].params  # this cell's hyperparameters and their types
+                searchable |= set(resolved)
                 for index in range(grid.budget):
                     values = {}
                     for key, distribution in sorted(distributions.items()):
@@ -255,7 +256,7 @@ def plan_runs(grid: Any, registry: Any) -> SearchPlan:
     if unused:
         raise UserError(f"--set {unused[0]}={distributions[unused[0]].text}: {unused[0]} is not a training "
                         f"hyperparameter of any architecture, loss or dataset of this grid, and only those "
-                        f"can be searched; check the name (ganbench plugins lists the plugins).")
+                        f"can be searched: {', '.join(sorted(searchable))}.")
     return SearchPlan(runs, draws)
 
 
