@@ -253,6 +253,18 @@ class Metric:
         """
         raise NotImplementedError
 
+    def not_meaningful(self, values: Mapping[str, float]) -> Mapping[str, str]:
+        """Return ``{column: reason}`` for this metric's columns whose figure says nothing for this run.
+
+        ``values`` holds one finished run's final figures: every metric's columns (so one
+        column can qualify another), NaN where a figure is missing. Reports call this for
+        every run and mark each figure named here "not meaningful" in every format, with the
+        reason; a config ranked first on such a figure is never called best without the
+        mark. Say why in one sentence with the numbers (``"only 2% of samples lie near a
+        mode"``). Default: every figure means what its name says.
+        """
+        return {}
+
 
 PLUGIN_TYPES: dict[str, type] = {
     "architecture": Architecture,

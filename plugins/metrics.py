@@ -177,6 +177,18 @@ class ModesMetric(Metric):
         return MetricResult({"modes_covered": covered, "modes_high_quality_percent": high_quality_percent,
                              "modes_reverse_kl": reverse_kl}, protocol)
 
+    MEANINGFUL_HIGH_QUALITY_PERCENT = 50.0
+    """Below this percentage of high-quality samples, mode coverage and reverse KL describe a
+    handful of stray samples, not the generator (a blurred ring covers every mode)."""
+
+    def not_meaningful(self, values):
+        percent = values.get("modes_high_quality_percent")
+        if percent is None or not math.isfinite(percent) or percent >= self.MEANINGFUL_HIGH_QUALITY_PERCENT:
+            return {}
+        reason = (f"only {percent:.1f}% of samples are high quality (below "
+                  f"{self.MEANINGFUL_HIGH_QUALITY_PERCENT:g}%): the samples lie mostly off the modes")
+        return {"modes_covered": reason, "modes_reverse_kl": reason}
+
 
 def mode_statistics(samples: "torch.Tensor", modes: "torch.Tensor", std: float,
                     threshold_std: float = 3.0) -> tuple[float, float, float]:

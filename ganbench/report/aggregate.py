@@ -18,6 +18,7 @@ from scipy import stats
 
 from ganbench import __version__
 from ganbench.errors import UserError
+from ganbench.report.caveats import NotMeaningful, judges_of, not_meaningful_in
 from ganbench.report.reproduce import reproduce_command, version_differences
 from ganbench.report.directions import (PRIMARY_PREFERENCE, THROUGHPUT, Direction, direction_of,
                                         quality_columns)
@@ -71,9 +72,15 @@ class ConfigSummary:
     command: str
     verdict: Verdict | None = None
     errors: list[str] = field(default_factory=list)
+    not_meaningful: dict[str, "NotMeaningful"] = field(default_factory=dict)
+    """Metric column -> why its figure says nothing for some of the seeds (see :mod:`ganbench.report.caveats`)."""
 
     def summary(self, column: str | None) -> Summary | None:
         return self.metrics.get(column) if column else None
+
+    def primary_not_meaningful(self, primary: str | None) -> "NotMeaningful | None":
+        """The mark of the ranking column, when it has one."""
+        return self.not_meaningful.get(primary) if primary else None
 
 
 @dataclass
@@ -196,6 +203,7 @@ def aggregate(runs: RunSet, sort: str | None = None, alpha: float = ALPHA, regis
     counts = frame.groupby("config_id")["status"].agg(
         runs="size", done=lambda s: int((s == "done").sum()), diverged=lambda s: int((s == "diverged").sum()),
         failed=lambda s: int(s.isin(FAILED).sum()), unfinished=lambda s: int(s.isin(UNFINISHED).sum()))
+    judges, judge_notes = judges_of(registry)
     configs = []
     for identity, group in frame.groupby("config_id", sort=False):
         config = runs.configs[identity]
@@ -212,9 +220,12 @@ def aggregate(runs: RunSet, sort: str | None = None, alpha: float = ALPHA, regis
             protocol=_merged_protocol(run_statuses),
             hardware=sorted({h for h in map(recorded_hardware, run_statuses) if h}),
             command=reproduce_command(config, seeds, registry),
-            errors=[f"seed {s}: {e}" for s, e in zip(group["seed"], group["error"]) if e]))
+            errors=[f"seed {s}: {e}" for s, e in zip(group["seed"], group["error"]) if e],
+            not_meaningful=not_meaningful_in(
+                [(int(seed), runs.statuses[run_id]) for seed, run_id in zip(finished["seed"], finished["run_id"])],
+                judges, judge_notes)))
 
-    notes = list(runs.notes)
+    notes = list(runs.notes) + judge_notes
     for c in configs:
         differences = version_differences(c.config, registry)
         if differences:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ganbench.report.aggregate import CONFIDENCE, Comparison, ConfigSummary, Summary
+from ganbench.report.caveats import MARK
 from ganbench.report.directions import direction_of
 from ganbench.report.plots import Picture
 from ganbench.report.search import markdown_section as search_markdown
@@ -30,7 +31,9 @@ SCHEMA = "ganbench-report/1"
 CSV_COLUMNS = ("dataset", "config_id", "config", "architecture", "loss", "split", "steps", "batch_size",
                "params", "seeds", "runs", "done", "diverged", "failed", "unfinished", "metric", "direction",
                "primary", "n", "mean", "std", "ci95_low", "ci95_high", "median", "best", "min", "max",
-               "verdict", "p_value", "p_holm", "images_per_second_mean", "wall_seconds_mean", "command")
+               "verdict", "p_value", "p_holm", "images_per_second_mean", "wall_seconds_mean", "command",
+               "not_meaningful")
+"""``not_meaningful``: empty, or why the metric says the row's figure describes nothing for some seeds."""
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -53,6 +56,12 @@ def summary_json(summary: Summary) -> dict[str, Any]:
             "max": _finite(summary.maximum), "values": summary.values, "seeds": summary.seeds}
 
 
+def _mark(config: ConfigSummary, column: str | None) -> str | None:
+    """Why ``column``'s figure is not meaningful for ``config`` (see ganbench.report.caveats), or None."""
+    mark = config.not_meaningful.get(column) if column else None
+    return mark.describe() if mark else None
+
+
 def config_json(config: ConfigSummary, primary: str | None, samples: dict[str, Picture],
                 report_dir: Path) -> dict[str, Any]:
     spec = config.config
@@ -66,8 +75,10 @@ def config_json(config: ConfigSummary, primary: str | None, samples: dict[str, P
         "versions": spec.get("versions", {}), "seeds": config.seeds, "run_ids": config.run_ids,
         "run_dirs": [str(p) for p in config.run_dirs], "counts": config.counts,
         "wall_seconds": summary_json(config.wall_seconds),
-        "metrics": {column: summary_json(s) for column, s in sorted(config.metrics.items())},
+        "metrics": {column: {**summary_json(s), "not_meaningful": _mark(config, column)}
+                    for column, s in sorted(config.metrics.items())},
         "significance": {"metric": primary, "verdict": verdict.label if verdict else None,
+                         "not_meaningful": _mark(config, primary),
                          "p_value": _finite(verdict.p_value) if verdict else None,
                          "p_holm": _finite(verdict.p_adjusted) if verdict else None,
                          "versus": verdict.versus if verdict else None},
@@ -86,6 +97,7 @@ def report_json(comparison: Comparison, pictures: list[Picture], report_dir: Pat
         datasets[dataset] = {"primary_metric": primary,
                              "direction": (direction_of(primary).better or None) if primary else None,
                              "best_config": best.config_id if best else None,
+                             "best_config_not_meaningful": _mark(best, primary) if best else None,
                              "configs": [c.config_id for c in comparison.in_dataset(dataset)]}
     return {
         "schema": SCHEMA, "generated": comparison.generated, "ganbench_version": comparison.ganbench_version,
@@ -131,7 +143,8 @@ def csv_rows(comparison: Comparison) -> list[dict[str, Any]]:
                          "min": _finite(summary.minimum), "max": _finite(summary.maximum),
                          "verdict": verdict.label if verdict else "",
                          "p_value": _finite(verdict.p_value) if verdict else None,
-                         "p_holm": _finite(verdict.p_adjusted) if verdict else None})
+                         "p_holm": _finite(verdict.p_adjusted) if verdict else None,
+                         "not_meaningful": _mark(config, column) or ""})
         if not config.metrics:  # still one row, so every config appears
             rows.append({**base, "metric": "", "primary": False, "n": 0})
     return rows
@@ -174,6 +187,8 @@ def write_markdown(comparison: Comparison, pictures: list[Picture], report_dir: 
         out += [f"## {table.title}", "",
                 markdown_table(table.headers, [[f"**{c.text}**" if c.bold else c.text for c in row]
                                                for row in table.rows]), "", f"_{legend(comparison)}_", ""]
+        if table.marks:
+            out += [f"**{MARK.capitalize()}:**", "", *[f"- {_md(line)}" for line in table.marks], ""]
         for picture in pictures:
             if picture.dataset == dataset and not picture.config_id:
                 out += [f"![{picture.title}]({os.path.relpath(picture.png, report_dir)})", "",
@@ -211,10 +226,11 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(character, character) for character in str(text))
 
 
-def _latex_cell(summary: Summary | None, finished: int, bold: bool, dagger: bool = False) -> str:
+def _latex_cell(summary: Summary | None, finished: int, bold: bool, dagger: bool = False,
+                flagged: bool = False) -> str:
     text = mean_std(summary, " $\\pm$ ", finished).replace(MISSING, "--")
     text = f"\\textbf{{{text}}}" if bold else text
-    return text + ("$^\\dagger$" if dagger else "")
+    return text + ("$^\\dagger$" if dagger else "") + ("$^\\ast$" if flagged and summary and summary.n else "")
 
 
 def latex_table(comparison: Comparison, dataset: str) -> str:
@@ -231,6 +247,7 @@ def latex_table(comparison: Comparison, dataset: str) -> str:
              f"\\caption{{{latex_escape(dataset)}: mean $\\pm$ std over seeds. Best mean per column in bold"
              + (f"; $^\\dagger$: not significantly worse than the best on {latex_escape(primary)} "
                 f"(Welch's t-test, one-sided, Holm-corrected, $\\alpha={comparison.alpha:g}$)" if primary else "")
+             + (f"; $^\\ast$: {MARK} (report.md says why)" if table.marks else "")
              + ".}",
              f"\\label{{tab:ganbench-{latex_escape(dataset)}}}",
              "\\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", "\\toprule",
@@ -245,7 +262,7 @@ def latex_table(comparison: Comparison, dataset: str) -> str:
                 bold = (summary is not None and summary.n > 0 and best[column] is not None
                         and summary.mean == best[column] and len(configs) > 1)
             dagger = column == primary and bool(config.verdict and config.verdict.label == TIED)
-            cells.append(_latex_cell(summary, config.counts["done"], bold, dagger))
+            cells.append(_latex_cell(summary, config.counts["done"], bold, dagger, column in config.not_meaningful))
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 
 from ganbench.report.aggregate import Comparison
+from ganbench.report.caveats import MARK
 from ganbench.report.files import overview_lines
 from ganbench.report.plots import Picture
 from ganbench.report.search import html_section as search_html
@@ -72,6 +73,9 @@ def render_html(comparison: Comparison, pictures: list[Picture], report_dir: Pat
                   _table(table.headers, rows, f"comparison dataset-{escape(dataset)}",
                          [f"verdict-{v.replace(' ', '-').replace(chr(39), '')}" if v else "" for v in table.verdicts]),
                   f'<p class="legend">{escape(legend(comparison))}</p>']
+        if table.marks:
+            parts += [f'<p class="marks"><strong>{escape(MARK.capitalize())}:</strong></p><ul class="marks">',
+                      *[f"<li>{escape(line)}</li>" for line in table.marks], "</ul>"]
         parts += [_plot(p) for p in pictures if p.dataset == dataset and not p.config_id]
         samples = [p for p in pictures if p.dataset == dataset and p.config_id]
         if samples:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from ganbench.report.aggregate import Comparison, ConfigSummary, Summary
+from ganbench.report.caveats import MARK
 from ganbench.report.directions import THROUGHPUT, direction_of
 from ganbench.report.significance import BEST, METHOD, TIED
 
@@ -47,6 +48,19 @@ def mean_std(summary: Summary | None, pm: str = " ± ", finished: int | None = N
     return text
 
 
+def mean_ci(summary: Summary | None, finished: int | None = None) -> str:
+    """``7.33 ± 0.52``: the mean ± half the width of its 95% CI; the mean alone for one seed."""
+    if summary is None or not summary.n:
+        return MISSING
+    decimals = decimals_for(summary.mean)
+    text = number(summary.mean, decimals)
+    if summary.n >= 2:
+        text += f" ± {number((summary.ci_high - summary.ci_low) / 2, decimals)}"
+    if finished is not None and summary.n < finished:
+        text += f" (n={summary.n})"
+    return text
+
+
 def interval(summary: Summary | None) -> str:
     if summary is None or summary.n < 2:
         return MISSING
@@ -79,6 +93,8 @@ class DatasetTable:
     """The config of each row, in row order."""
     verdicts: list[str] = field(default_factory=list)
     """Each row's verdict label (``best``, ``tied``...), for row styling."""
+    marks: list[str] = field(default_factory=list)
+    """``label: why`` for every figure of the table marked not meaningful (shown under it)."""
 
 
 def best_means(configs: list[ConfigSummary], column: str) -> float | None:
@@ -95,7 +111,28 @@ def legend(comparison: Comparison) -> str:
             f"vs best: {METHOD}, alpha = {comparison.alpha:g}. "
             f"'best' has the best mean; 'tied' = not significantly worse than the best; "
             f"'worse' = significantly worse; 'can't tell' = fewer than 2 finished seeds on one side. "
-            f"Best value per column in bold.")
+            f"Best value per column in bold. '{MARK}': the metric says the figure describes nothing for at "
+            f"least one seed (why: under the table); a 'best' so marked is no finding.")
+
+
+def marked(text: str, config: ConfigSummary, column: str | None) -> str:
+    """``text`` with `` (not meaningful)`` when ``column``'s figure is marked for ``config``."""
+    return f"{text} ({MARK})" if column and column in config.not_meaningful and text != MISSING else text
+
+
+def verdict_text(config: ConfigSummary, primary: str | None) -> str:
+    """``best``, ``≈ tied (p=0.41)``, ``worse (p<0.001)``..., with the mark when the ranking figure has one."""
+    if not config.verdict:
+        return MISSING
+    text = ("≈ " if config.verdict.label == TIED else "") + config.verdict.describe()
+    return f"{text} ({MARK})" if config.primary_not_meaningful(primary) else text
+
+
+def mark_lines(configs: list[ConfigSummary], columns: list[str], brief: bool = False) -> list[str]:
+    """``label: why`` for every marked figure among ``columns``, in row order (one short line each when ``brief``)."""
+    return [f"{config.label}: " + (config.not_meaningful[column].brief() if brief
+                                   else config.not_meaningful[column].describe())
+            for config in configs for column in columns if column in config.not_meaningful]
 
 
 def dataset_table(comparison: Comparison, dataset: str, pm: str = " ± ") -> DatasetTable:
@@ -118,14 +155,16 @@ def dataset_table(comparison: Comparison, dataset: str, pm: str = " ± ") -> Dat
         verdict = config.verdict.label if config.verdict else ""
         if primary:
             summary = config.summary(primary)
-            row += [Cell(mean_std(summary, pm, counts["done"]), bold=verdict == BEST), Cell(interval(summary)),
+            row += [Cell(marked(mean_std(summary, pm, counts["done"]), config, primary), bold=verdict == BEST),
+                    Cell(interval(summary)),
                     Cell(number(summary.median) if summary else MISSING),
                     Cell(number(summary.best) if summary else MISSING),
-                    Cell(("≈ " if verdict == TIED else "") + (config.verdict.describe() if config.verdict else MISSING))]
+                    Cell(verdict_text(config, primary))]
         for column in trailing:
             summary = config.summary(column)
             is_best = summary is not None and summary.n > 0 and best[column] is not None and summary.mean == best[column]
-            row.append(Cell(mean_std(summary, pm, counts["done"]), bold=is_best and len(configs) > 1))
+            row.append(Cell(marked(mean_std(summary, pm, counts["done"]), config, column),
+                            bold=is_best and len(configs) > 1))
         row.append(Cell(mean_std(config.wall_seconds, pm)))
         rows.append(row)
         verdicts.append(verdict)
@@ -133,7 +172,8 @@ def dataset_table(comparison: Comparison, dataset: str, pm: str = " ± ") -> Dat
         title = f"{dataset}: sorted by {primary} ({direction_of(primary).better or 'lower'} is better)"
     else:
         title = f"{dataset}: no finished run has metrics"
-    return DatasetTable(dataset, primary, title, headers, rows, configs, verdicts)
+    return DatasetTable(dataset, primary, title, headers, rows, configs, verdicts,
+                        mark_lines(configs, ([primary] if primary else []) + trailing))
 
 
 def protocol_rows(comparison: Comparison) -> list[tuple[str, str, str]]:
