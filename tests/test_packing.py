@@ -37,7 +37,10 @@ def registry():
 
 def grid_runs(registry, architecture: str = "mlp", loss: str = "ns", dataset: str = "ring8", seeds=(0, 1, 2),
               steps: int = 12, **sets) -> list[RunSpec]:
-    small = {"mlp": {"mlp_width": [32], "mlp_depth": [2]}, "dcgan": {"dcgan_width": [8]}}[architecture]
+    # float32 images: under precision=auto a CPU with native bfloat16 (AVX512-BF16, AMX) trains
+    # images in bfloat16, whose rounding (not packing) would then set how far the two agree.
+    small = {"mlp": {"mlp_width": [32], "mlp_depth": [2]},
+             "dcgan": {"dcgan_width": [8], "precision": ["fp32"]}}[architecture]
     if dataset == "ring8":
         small["num_points"] = [2000]
     grid = GridSpec(archs=[architecture], losses=[loss], datasets=[dataset], seeds=list(seeds), steps=steps,
@@ -109,7 +112,11 @@ def test_runs_that_differ_in_seed_or_learning_rate_are_packed_together_and_nothi
 @pytest.mark.parametrize("architecture,loss,dataset,sets,tolerance", [
     ("mlp", "ns", "ring8", {"lr": [1e-4, 3e-4]}, 1e-4),  # different learning rates in one pack
     ("mlp", "wgan", "ring8", {}, 1e-4),  # RMSprop, 5 critic steps, weight clipping after each
-    ("dcgan", "lsgan", "mnist", {}, 1e-4),  # convolutions and BatchNorm statistics
+    # convolutions and BatchNorm statistics. Grouped (stacked) and single convolutions round
+    # differently, and Adam turns a rounding-level change of a near-zero gradient into a
+    # change of its step: seen up to 1.6e-4 of the scale after 6 steps on an AVX512 Xeon
+    # (2e-5 on an AVX2 EPYC); a run that trained on another stream differs by ~1e-2.
+    ("dcgan", "lsgan", "mnist", {}, 3e-4),
     ("dcgan", "wgan-gp", "mnist", {}, 1e-3),  # a gradient penalty drawing from the global RNG
 ])
 def test_packed_runs_train_what_each_run_trains_alone(tmp_path, registry, cache_dir, shared_data_dir, architecture,
