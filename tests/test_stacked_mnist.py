@@ -153,3 +153,25 @@ def test_a_short_cli_run_on_stacked_mnist_writes_modes_and_kl_with_their_protoco
     assert 0 <= float(row["stacked_modes1k_reverse_kl_nats"]) <= math.log(1000) + 1e-9
     assert "classifier_test_accuracy=" in row["protocol.stacked_modes1k_covered"]
     assert "generated_samples=1000" in row["protocol.stacked_modes1k_reverse_kl_nats"]
+
+
+def test_the_stacked_mnist_presets_expand_to_their_grids_and_line_up_with_the_published_table():
+    from ganbench.grid import expand, load_preset
+    from ganbench.report.reference import load_reference
+
+    registry = get_registry()
+    paper = expand(load_preset("pacgan-table2"), registry)
+    assert len(paper) == 4 * 10
+    assert {run.params["pac"] for run in paper} == {1, 2, 3, 4} and {run.seed for run in paper} == set(range(10))
+    run = paper[0]
+    assert (run.architecture, run.loss, run.dataset, run.batch_size) == ("dcgan", "ns", "stacked-mnist", 64)
+    assert run.steps == 50 * 128_000 // 64  # 50 epochs of batch 64
+    assert (run.params["lr_g"], run.params["lr_d"], run.params["beta1"], run.params["latent_dim"]) == (2e-4, 2e-4,
+                                                                                                        0.5, 100)
+    assert run.params["stacked_images"] == 128_000 and run.evaluation["stacked_modes_samples"] == 26_000
+    cpu = expand(load_preset("stacked-mnist-cpu"), registry)
+    assert {run.params["pac"] for run in cpu} == {1, 2} and len({run.seed for run in cpu}) >= 3
+    assert all(run.params["dcgan_width"] < 64 and run.steps < paper[0].steps for run in cpu)
+    # The published table's columns are the ones both presets write.
+    columns = {column for row in load_reference("pacgan-table2").rows for column in row.figures}
+    assert columns == {"stacked_modes26k_covered", "stacked_modes26k_reverse_kl_nats"}
