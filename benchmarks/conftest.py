@@ -21,7 +21,7 @@ import torch
 
 import bench_support as support
 from ganbench.api import LoadedData
-from ganbench.grid import GridSpec
+from ganbench.grid import DEFAULT_STEPS
 
 
 @dataclass
@@ -240,7 +240,7 @@ def ratio_table(results: Results) -> list[str]:
     if "fid_cold_statistics" in evaluation or "fid_cached_statistics" in evaluation:
         lines += [f"  FID, real statistics cached: {cached:.2f} s; computed: {cold:.2f} s ({cold / cached:.2f}x); "
                   f"empty cache, classifier trained first: {cold + classifier:.1f} s ({(cold + classifier) / cached:.1f}x)"]
-    steps = GridSpec().steps
+    steps = DEFAULT_STEPS
     default_evaluation = evaluation.get("evaluation_default_settings", math.nan)
     shares = {}
     for cell in cells:

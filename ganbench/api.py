@@ -188,6 +188,10 @@ class Dataset:
     """Hyperparameters this dataset reads (e.g. ``resolution``), with defaults."""
     num_classes: ClassVar[int | None] = None
     """Number of classes when samples carry labels, else None."""
+    recommended_steps: ClassVar[int | None] = None
+    """Generator steps a run on this dataset trains when the user gives none (no ``--steps``,
+    no ``steps`` in the grid file or preset): enough for a recognisable result with the
+    default settings. None: ganbench's generic default (1,000)."""
 
     def data_shape(self, params: Mapping[str, Any]) -> DataShape:
         """Return the shape of one sample, without loading the data."""

@@ -35,6 +35,8 @@ LOOP_DEFAULTS: Mapping[str, Any] = {
     **FAST_PATH_DEFAULTS,  # precision, channels_last...: see ganbench.fastpath
 }
 """Training-loop hyperparameters, used when a loss does not recommend its own."""
+DEFAULT_STEPS = 1000
+"""Generator steps of a run when neither the grid nor the dataset (``recommended_steps``) says."""
 SHORTCUTS = {"lr": ("lr_g", "lr_d")}
 """``--set lr=X`` sets both learning rates."""
 OPTIMIZERS = ("adam", "rmsprop")
@@ -50,7 +52,9 @@ class GridSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     sets: dict[str, list[Any]] = field(default_factory=dict)
     """Hyperparameter axes: ``{"lr": [1e-4, 2e-4]}``."""
-    steps: int = 1000
+    steps: int | None = None
+    """Generator steps of every run; None (not given): each dataset's ``recommended_steps``,
+    else :data:`DEFAULT_STEPS`."""
     batch_size: int = 64
     split: str = "train"
     metrics: list[str] = field(default_factory=lambda: ["auto"])
@@ -90,9 +94,9 @@ def _grid_from_mapping(data: Mapping[str, Any], origin: str) -> GridSpec:
             if not all(type(item) is item_type for item in value):
                 raise UserError(f"{origin}: {key} = {value!r} is not a list of {item_type.__name__} values; "
                                 f"write it like {key} = {json.dumps(default)}.")
-        elif type(value) is not type(default):
-            raise UserError(f"{origin}: {key} = {value!r} is not of type {type(default).__name__}; "
-                            f"write it like {key} = {json.dumps(default)}.")
+        elif type(value) is not type(example := DEFAULT_STEPS if key == "steps" else default):
+            raise UserError(f"{origin}: {key} = {value!r} is not of type {type(example).__name__}; "
+                            f"write it like {key} = {json.dumps(example)}.")
     grid = GridSpec(**values)
     grid.sets = {key: list(v) if isinstance(v, list) else [v] for key, v in sets.items()}
     return grid
@@ -172,9 +176,16 @@ def _check_params(params: dict[str, Any]) -> None:
                         "use pac=1 (no packing) or more.")
 
 
+def steps_for(grid: GridSpec, dataset: Any) -> int:
+    """The steps of a run on ``dataset``: the grid's, else the dataset's recommended, else the default."""
+    if grid.steps is not None:
+        return grid.steps
+    return int(getattr(dataset, "recommended_steps", None) or DEFAULT_STEPS)
+
+
 def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     """Every run of ``grid``, validated; raise UserError on the first problem."""
-    if grid.steps < 1 or grid.batch_size < 1:
+    if (grid.steps is not None and grid.steps < 1) or grid.batch_size < 1:
         raise UserError("--steps and --batch-size must be positive integers.")
     for schedule in ("checkpoint_every", "sample_every", "log_every"):
         if getattr(grid, schedule) < 1:
@@ -254,7 +265,8 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
             for seed in grid.seeds:
                 runs.append(RunSpec(
                     architecture=arch_name, loss=loss_name, dataset=dataset_name, seed=int(seed),
-                    steps=grid.steps, batch_size=grid.batch_size, split=grid.split, params=params,
+                    steps=steps_for(grid, dataset), batch_size=grid.batch_size, split=grid.split,
+                    params=params,
                     versions=versions, metrics=tuple(cell_metrics), evaluation=evaluation,
                     eval_every=grid.eval_every, checkpoint_every=grid.checkpoint_every,
                     sample_every=grid.sample_every, log_every=grid.log_every,

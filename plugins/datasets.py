@@ -190,6 +190,7 @@ class MnistDataset(IdxDataset):
     name = "mnist"
     description = "MNIST handwritten digits, 1x28x28, 10 classes (60,000 train / 10,000 test)"
     title = "MNIST"
+    recommended_steps = 2000  # dcgan at the quickstart's batch 256 draws recognisable digits: docs/report.md
     folder_name = "mnist"
     torchvision_class = "MNIST"
     expected_files = ("train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz (or the t10k-* test "
@@ -274,6 +275,7 @@ class GaussianMixtureDataset(Dataset):
 
     source = "synthetic (sampled in memory)"
     defaults: ClassVar[Mapping[str, Any]] = {"num_points": 100_000}
+    recommended_steps = 1500  # the quickstart's length for the 2D mixtures (mlp, batch 256)
     std: ClassVar[float] = 0.0
     """Standard deviation of every mixture component, in each coordinate."""
 

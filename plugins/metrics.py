@@ -67,11 +67,14 @@ class FidMetric(_FeatureMetric):
     to the features of generated and reference images. Lower is better.
 
     Column ``fid<count>_<extractor>``, e.g. ``fid10k_inception`` or ``fid10k_classifier``.
+    The protocol's ``fid_floor`` (two halves of the real data) and ``fid_ceiling`` (the
+    run's architecture untrained) place the figure (:mod:`ganbench.fid_bounds`); turn them
+    off with ``--set fid_bounds=false``.
     """
 
     name = "fid"
     description = "Frechet distance of extractor features, generated vs real (torch-fidelity); lower is better"
-    defaults = {**FEATURE_SETTINGS, "fid_samples": 10_000}
+    defaults = {**FEATURE_SETTINGS, "fid_samples": 10_000, "fid_bounds": True}
 
     def evaluate(self, context):
         from ganbench import fidelity
@@ -82,8 +85,12 @@ class FidMetric(_FeatureMetric):
         real = fidelity.real_statistics(context, extractor)
         features = fidelity.generated_features(context, extractor, count)[extractor.fid_layer]
         value = fidelity.frechet_distance(real, features)
-        return MetricResult({self._column("fid", count, extractor.name): value},
-                            fidelity.feature_protocol(extractor, count, real))
+        protocol = fidelity.feature_protocol(extractor, count, real)
+        if _setting(context, "fid_bounds", bool):
+            from ganbench.fid_bounds import bounds_protocol
+
+            protocol.update(bounds_protocol(context, extractor, real, count))
+        return MetricResult({self._column("fid", count, extractor.name): value}, protocol)
 
 
 class KidMetric(_FeatureMetric):

@@ -225,7 +225,11 @@ def test_no_grid_flags_run_the_quickstart_preset(run_cli, captured_runs):
     assert {(run.architecture, run.loss, run.dataset, run.seed) for run in captured_runs} == {
         (arch, loss, dataset, seed) for arch in quickstart.archs for loss in quickstart.losses
         for dataset in quickstart.datasets for seed in quickstart.seeds}
-    assert {(run.steps, run.batch_size) for run in captured_runs} == {(quickstart.steps, quickstart.batch_size)}
+    # The preset names no steps: each run trains its dataset's recommended steps.
+    assert quickstart.steps is None
+    assert {(run.steps, run.batch_size) for run in captured_runs} == {
+        (get_registry().get("dataset", dataset).recommended_steps, quickstart.batch_size)
+        for dataset in quickstart.datasets}
 
 
 def test_each_flag_replaces_only_its_axis_of_the_preset(run_cli, captured_runs):
