@@ -396,10 +396,28 @@ def disabled_plugins(argv: list[str]) -> tuple[str, ...]:
     return tuple(name for name in disabled if name)
 
 
+def hoist_disable_plugin(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--disable-plugin NAME`` moved before the subcommand, where it belongs.
+
+    ``ganbench run --disable-plugin x`` then means ``ganbench --disable-plugin x run``.
+    """
+    hoisted, rest = [], []
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument == "--disable-plugin":
+            hoisted += [argument, next(arguments, "")]
+        elif argument.startswith("--disable-plugin="):
+            hoisted.append(argument)
+        else:
+            rest.append(argument)
+    return hoisted + rest
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
+    argv = hoist_disable_plugin(sys.argv[1:] if argv is None else list(argv))
     try:
-        _add_plugin_commands(get_registry(disabled_plugins(sys.argv[1:] if argv is None else argv)))
+        _add_plugin_commands(get_registry(disabled_plugins(argv)))
         result = cli.main(args=argv, prog_name="ganbench", standalone_mode=False)
     except UserError as error:
         print(f"ganbench: error: {error}", file=sys.stderr)

@@ -48,6 +48,8 @@ class Registry:
     plugins: list[PluginInfo]
     manager: Any = None
     entries: dict[str, dict[str, list[Entry]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    withdrawn: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
+    """``(kind, name) -> plugin`` for objects a plugin registered before it failed (it was skipped)."""
 
     def names(self, kind: str) -> list[str]:
         """Sorted names of every registered object of ``kind``."""
@@ -66,11 +68,21 @@ class Registry:
         """Return the entry registered as ``name``, or raise a UserError that lists the choices."""
         entries = self.entries[kind].get(name)
         if not entries:
+            skipped = self.withdrawn.get((kind, name))
+            if skipped is not None:
+                raise UserError(f"{kind} '{name}' is in plugin {skipped.name} ({skipped.distribution}), which was "
+                                f"skipped: {skipped.error}. Fix or reinstall that plugin (ganbench plugins shows "
+                                f"every plugin's state).")
             available = self.names(kind)
             guess = difflib.get_close_matches(name, available, n=1)
             hint = f" Did you mean '{guess[0]}'?" if guess else ""
+            broken = [info for info in self.plugins if info.error]
+            note = ""
+            if broken:
+                listed = "; ".join(f"{info.name}: {info.error}" for info in broken)
+                note = f" Skipped plugins, which may hold it: {listed}."
             raise UserError(f"unknown {kind} '{name}'.{hint} Available {PLURAL[kind]}: "
-                            f"{', '.join(available) or '(none installed)'}.")
+                            f"{', '.join(available) or '(none installed)'}.{note}")
         if len(entries) > 1:
             owners = " and ".join(f"{e.plugin.distribution} ({e.plugin.name})" for e in entries)
             raise UserError(f"{kind} '{name}' is registered by both {owners}; uninstall one, or "
@@ -116,10 +128,11 @@ def build_registry(disabled: tuple[str, ...] = ()) -> Registry:
             except Exception as error:  # reported per plugin, never fatal
                 info.error = f"{hook_name} raised {type(error).__name__}: {error}"
     for info in plugins:
-        if info.error:
-            continue
         for entry in collected.get(info.name, []):
-            registry.entries[entry.kind].setdefault(entry.name, []).append(entry)
+            if info.error:
+                registry.withdrawn[(entry.kind, entry.name)] = info
+            else:
+                registry.entries[entry.kind].setdefault(entry.name, []).append(entry)
     return registry
 
 

@@ -217,7 +217,7 @@ def test_an_unknown_name_gets_a_suggestion_and_the_list(fake_distributions):
     with pytest.raises(UserError) as error:
         registry.get("architecture", "transformer")
     assert "Did you mean" not in str(error.value)
-    assert str(error.value).endswith("Available architectures: dcgan, mlp.")
+    assert str(error.value).endswith("Available architectures: dcgan, mlp, pacgan.")
 
 
 def test_plugins_verbose_shows_each_plugins_distribution_version_module_and_hooks(fake_distributions):
@@ -257,5 +257,48 @@ def test_a_disabled_plugin_adds_no_command(fake_distributions, capsys):
         with pytest.raises(SystemExit) as exited:
             main(["commanding-hello"])
         assert exited.value.code == 0 and "hello from a plugin command" in capsys.readouterr().out
+    finally:
+        cli.commands.pop("commanding-hello", None)
+
+
+def test_a_run_naming_an_object_of_a_skipped_plugin_says_which_plugin_and_why(fake_distributions):
+    source = loss_plugin("half-loss", extra="""
+        @hookimpl
+        def register_datasets(register):
+            raise RuntimeError("dataset index is corrupt")
+    """)
+    fake_distributions("fake-half", {"fake_half_plugin": source}, {"half": "fake_half_plugin"})
+    registry = build_registry()
+    with pytest.raises(UserError, match=r"loss 'half-loss' is in plugin fake-half:half \(fake-half\), which was "
+                                        r"skipped: register_datasets raised RuntimeError: dataset index is corrupt"):
+        registry.get("loss", "half-loss")
+
+
+def test_an_unknown_name_also_lists_the_plugins_that_failed_to_load(fake_distributions):
+    fake_distributions("fake-broken", {"fake_broken_plugin": "raise ImportError('needs libfoo')"},
+                       {"broken": "fake_broken_plugin"})
+    with pytest.raises(UserError, match=r"unknown loss 'brokens-loss'.*Skipped plugins, which may hold it: "
+                                        r"fake-broken:broken: failed to load: ImportError: needs libfoo"):
+        build_registry().get("loss", "brokens-loss")
+
+
+def test_disable_plugin_after_the_subcommand_is_moved_before_it(fake_distributions, capsys):
+    from ganbench.cli import hoist_disable_plugin
+
+    assert hoist_disable_plugin(["run", "--steps", "5", "--disable-plugin", "x", "--disable-plugin=y:z"]) == [
+        "--disable-plugin", "x", "--disable-plugin=y:z", "run", "--steps", "5"]
+    source = loss_plugin("commanding-loss", extra="""
+        @hookimpl
+        def register_commands(cli):
+            @cli.command(name="commanding-hello")
+            def hello():
+                print("hello from a plugin command")
+    """)
+    fake_distributions("fake-commanding", {"fake_commanding_plugin": source}, {"commanding": "fake_commanding_plugin"})
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["plugins", "--disable-plugin", "fake-commanding"])
+        assert exited.value.code == 0
+        assert "commanding-loss" not in capsys.readouterr().out
     finally:
         cli.commands.pop("commanding-hello", None)
