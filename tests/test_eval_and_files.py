@@ -63,12 +63,12 @@ def copy_of(trained: Path, tmp_path: Path) -> tuple[Path, RunDirectory]:
     return out, RunDirectory(run)
 
 
-def score(path: Path, metrics: list[str], registry, **options):
+def score(path: Path, metrics: list[str], registry) -> tuple[int, list[str]]:
+    """``ganbench eval PATH --metrics ...`` in-process (500 samples for modes): runs scored and warnings."""
     warnings: list[str] = []
-    count = rescore(path, metrics, {"modes_samples": "500", **options.pop("overrides", {})}
-                    if "modes" in metrics else options.pop("overrides", {}), registry=registry,
-                    device=torch.device("cpu"), data_dir=None, cache_dir=path.parent / "cache",
-                    warn=warnings.append, **options)
+    overrides = {"modes_samples": "500"} if "modes" in metrics else {}
+    count = rescore(path, metrics, overrides, registry=registry, device=torch.device("cpu"), data_dir=None,
+                    cache_dir=path.parent / "cache", warn=warnings.append)
     return count, warnings
 
 
