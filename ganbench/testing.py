@@ -520,6 +520,33 @@ def _check_discriminator(discriminator: Any, shape: tuple[int, ...]) -> None:
              "the discriminator returned non-finite or non-float logits")
 
 
+def model_shape_problem(generator: Any, discriminator: Any, data_shape: tuple[int, ...],
+                        params: dict[str, Any], discriminator_shape: tuple[int, ...] | None = None) -> str | None:
+    """Why these freshly built models cannot train on ``data_shape``, in the kit's words, or None.
+
+    The training loop asks this before its first step, so a generator of the wrong shape is
+    one sentence instead of a matrix-size error from deep inside torch. The models run in
+    eval mode without gradients, so nothing they hold (BatchNorm statistics, spectral norm
+    vectors) changes. ``discriminator_shape`` is what the discriminator reads when it differs
+    from ``data_shape`` (PacGAN's packs).
+    """
+    was_training = generator.training, discriminator.training
+    generator.eval()
+    discriminator.eval()
+    try:
+        _check_generator(generator, data_shape, params)
+        _check_discriminator(discriminator, discriminator_shape or data_shape)
+    except _Failed as failure:
+        return str(failure)
+    except Exception as error:  # noqa: BLE001 - torch's own complaint, named as the kit would
+        lines = str(error).strip().splitlines()
+        return f"a forward pass raised {type(error).__name__}: {lines[0] if lines else ''}"
+    finally:
+        generator.train(was_training[0])
+        discriminator.train(was_training[1])
+    return None
+
+
 def _check_architecture_gradients(generator: Any, discriminator: Any, params: dict[str, Any]) -> None:
     import torch
 

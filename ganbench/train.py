@@ -25,7 +25,9 @@ from ganbench.config import RunSpec
 from ganbench.devices import device_description
 from ganbench.evaluation import EvaluationContext, run_metrics, save_samples
 from ganbench.ledger import RunDirectory
+from ganbench.errors import UserError
 from ganbench.pac import pack_samples, packed_shape
+from ganbench.testing import model_shape_problem
 from ganbench.registry import Registry
 from ganbench.sample_grids import save_sample_picture
 from ganbench.storage import append_jsonl, atomic_write, read_jsonl, rewrite_jsonl
@@ -187,6 +189,11 @@ class RunState:
         generator, discriminator = self.architecture.build(self.data_shape, params)
         if self.pac > 1:  # the same architecture, built for packs (see ganbench.pac)
             _, discriminator = self.architecture.build(packed_shape(self.data_shape, self.pac), params)
+        problem = model_shape_problem(generator, discriminator, self.data_shape, dict(params),
+                                      packed_shape(self.data_shape, self.pac))
+        if problem:
+            raise UserError(f"architecture '{spec.architecture}' does not fit dataset '{spec.dataset}' "
+                            f"{self.data_shape}: {problem} (ganbench.testing's conformance kit checks this)")
         self.generator, self.discriminator = fast.prepare_modules(generator.to(device), discriminator.to(device))
         self.real = fast.prepare_data(real, self.discriminator)
         options = fast.optimizer_options(params["optimizer"])

@@ -25,8 +25,8 @@ from ganbench.worker import execute_pack, execute_run
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 CPU = torch.device("cpu")
-FAKE_VALUE = 50.0
-"""What the spy generator outputs: far outside every real sample of the test datasets (|x| <= 1)."""
+FAKE_POINT, FAKE_PIXEL = 50.0, 1.0
+"""What the spy generator outputs: no real ring8 point is near 50, and the test images lie in [-1, 1)."""
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_pack_samples_puts_each_group_of_consecutive_samples_side_by_side():
 # --- what the discriminator sees -----------------------------------------------------------
 
 class SpyArchitecture(Architecture):
-    """A generator that outputs FAKE_VALUE everywhere and a discriminator that records its inputs."""
+    """A generator that outputs FAKE_POINT (points) or FAKE_PIXEL (images) everywhere and a discriminator that records its inputs."""
 
     name = "spy"
     description = "test architecture that records the discriminator's inputs"
@@ -120,7 +120,8 @@ class SpyArchitecture(Architecture):
                 self.unused = nn.Parameter(torch.zeros(()))  # its gradient is 0, so Adam never moves it
 
             def forward(self, z):
-                return (FAKE_VALUE + 0 * self.unused).expand(len(z), *data_shape) + 0 * z.sum()
+                fake = FAKE_PIXEL if len(data_shape) == 3 else FAKE_POINT
+                return (fake + 0 * self.unused).expand(len(z), *data_shape) + 0 * z.sum()
 
         class Discriminator(nn.Module):
             def __init__(self):
@@ -162,12 +163,14 @@ def test_the_discriminator_gets_packs_of_pac_samples_never_mixing_real_and_gener
     assert outcome.status == "done", outcome.error
 
     expected = (5, pac * sample_shape[0], *sample_shape[1:])
-    assert len(SpyArchitecture.seen) == 4 * 3  # per step: D(real), D(fake), then D(fake) for the generator
+    probe, *training = SpyArchitecture.seen  # the shape check before training reads 4 made-up samples
+    assert tuple(probe.shape) == (4, *expected[1:])
+    assert len(training) == 4 * 3  # per step: D(real), D(fake), then D(fake) for the generator
     kinds = []
-    for batch in SpyArchitecture.seen:
+    for batch in training:
         assert tuple(batch.shape) == expected
         for pack in batch:
-            generated = pack == FAKE_VALUE
+            generated = pack == (FAKE_PIXEL if len(sample_shape) == 3 else FAKE_POINT)
             assert generated.all() or not generated.any(), "a pack mixed real and generated samples"
             kinds.append(bool(generated.all()))
     assert kinds.count(False) == 4 * 5 and kinds.count(True) == 2 * 4 * 5
