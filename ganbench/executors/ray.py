@@ -163,8 +163,8 @@ class RayExecutor:
         resources, capacity = self._plan()
         # max_calls=0: a Ray worker process keeps running tasks (GPU tasks too, whose GPU
         # memory belongs to the run's own process), so its resident worker is reused.
-        task = ray.remote(run_task).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
-                                            max_retries=0, max_calls=0)
+        task = ray.remote(max_calls=0)(run_task).options(num_cpus=resources.num_cpus,
+                                                         num_gpus=resources.num_gpus, max_retries=0)
         state = GridState(specs, self.options, reporter)
         stopping, shown = False, 0.0
         while state.has_pending() or in_flight:
