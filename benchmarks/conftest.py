@@ -231,6 +231,15 @@ def ratio_table(results: Results) -> list[str]:
         label = f"{runs} x {architecture}/{loss}/{dataset}"
         lines.append(f"{label:40} {rate:15.0f} {results.packed_ratio(cell, runs):15.2f}x")
 
+    toys = sorted(key.split("_")[1] for key in results.notes if key.startswith("toy_") and key.endswith("_gflop_per_step"))
+    if toys:
+        rate = results.notes.get("matmul_flops_per_second", math.nan) / 1e9
+        lines += ["", f"toy step (pacgan-table1 on ring8, batch 100; a {1024}^3 float32 matmul runs at {rate:.0f} GFLOP/s here)"]
+    for pac in toys:
+        figure = lambda name: results.notes[f"toy_{pac}_{name}"]  # noqa: E731
+        lines.append(f"  {pac}: {figure('steps_per_second'):.1f} steps/s, {figure('gflop_per_step'):.2f} GFLOP per step, "
+                     f"{figure('gflop_per_second'):.1f} GFLOP/s = {figure('fraction_of_matmul_rate'):.0%} of the matmul's rate")
+
     grid_first = results.notes.get("grid_overhead_first_run_seconds", math.nan)
     grid_later = results.notes.get("grid_overhead_per_run_seconds", math.nan)
     if not math.isnan(grid_later):
@@ -295,7 +304,8 @@ def _median(values: list[float]) -> float:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     results = config.stash.get(RESULTS, None)
     if results is None or not (results.step_seconds or results.evaluation_seconds
-                               or "grid_overhead_per_run_seconds" in results.notes):
+                               or "grid_overhead_per_run_seconds" in results.notes
+                               or "matmul_flops_per_second" in results.notes):
         return
     terminalreporter.section("ganbench ratios (fastest round of each benchmark)")
     for line in ratio_table(results):

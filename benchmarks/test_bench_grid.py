@@ -1,6 +1,6 @@
 """What a grid costs beyond its runs' training and evaluation: the per-run overhead of the local executor.
 
-A grid of short mlp runs on ring8 (the quickstart's model, its metrics and schedule, 200
+A grid of 5 short mlp runs on ring8 (the quickstart's model, its metrics and schedule, 100
 steps) goes through :class:`ganbench.executors.local.LocalExecutor` with one worker at one
 torch thread, as ``ganbench run --workers 1`` on one core would send it. For each run, the launcher's
 time from handing it to a worker to recording its end, minus its training (its steps at its
@@ -66,7 +66,7 @@ def run_overheads(specs: list[RunSpec], out: Path, cache_dir: Path) -> list[floa
 
 
 def test_grid_overhead_per_run(benchmark, scale, results, tmp_path):
-    runs, steps = (3, 20) if scale.fast else (6, 200)
+    runs, steps = (3, 20) if scale.fast else (5, 100)
     grid = load_preset("quickstart").replace(losses=["ns"], datasets=["ring8"], seeds=list(range(runs)),
                                              steps=steps, metrics=["none"] if scale.fast else None)
     specs = expand(grid, get_registry())
