@@ -13,6 +13,11 @@ IDENTITY_FIELDS = ("architecture", "loss", "dataset", "seed", "steps", "batch_si
 settings, schedules and paths are left out, so re-scoring or moving a run keeps its id."""
 
 
+ID_NEUTRAL_PARAMS: dict[str, Any] = {"lr_schedule": "constant"}
+"""Hyperparameters added after runs existed, left out of the run id while they have the value
+that trains exactly as before they existed, so those runs keep their ids (and resume)."""
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything needed to train and evaluate one grid cell."""
@@ -43,6 +48,8 @@ class RunSpec:
     def run_id(self) -> str:
         """A 12-hex-digit content hash of the identity fields."""
         identity = {name: getattr(self, name) for name in IDENTITY_FIELDS}
+        identity["params"] = {key: value for key, value in self.params.items()
+                              if key not in ID_NEUTRAL_PARAMS or ID_NEUTRAL_PARAMS[key] != value}
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -32,6 +32,7 @@ else:  # pragma: no cover
 LOOP_DEFAULTS: Mapping[str, Any] = {
     "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
     "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.pac)
+    "lr_schedule": "constant",  # or "linear": both learning rates fall linearly to 0 at the last step
     **FAST_PATH_DEFAULTS,  # precision, channels_last...: see ganbench.fastpath
 }
 """Training-loop hyperparameters, used when a loss does not recommend its own."""
@@ -40,6 +41,7 @@ DEFAULT_STEPS = 1000
 SHORTCUTS = {"lr": ("lr_g", "lr_d")}
 """``--set lr=X`` sets both learning rates."""
 OPTIMIZERS = ("adam", "rmsprop")
+LR_SCHEDULES = ("constant", "linear")
 
 
 @dataclass
@@ -171,6 +173,8 @@ def _check_params(params: dict[str, Any]) -> None:
             raise UserError(f"--set {key}={params[key]}: a learning rate must be positive.")
     if params["n_critic"] < 1:
         raise UserError(f"--set n_critic={params['n_critic']}: must be at least 1.")
+    if params["lr_schedule"] not in LR_SCHEDULES:
+        raise UserError(f"--set lr_schedule={params['lr_schedule']!r}: choose one of {', '.join(LR_SCHEDULES)}.")
     if params["pac"] < 1:
         raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
                         "use pac=1 (no packing) or more.")

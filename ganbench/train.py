@@ -351,9 +351,17 @@ class RunState:
             self.checkpoint_now()
             self.directory.write_status("running", step=self.step, wall_seconds=self.wall_seconds())
             raise Interrupted(f"stopped at step {self.step}")
+        if self.params.get("lr_schedule", "constant") == "linear":
+            self.set_learning_rates(1.0 - self.step / self.spec.steps)
         if self.stopwatch.started is None and self.step >= WARMUP_STEPS:
             self.stopwatch.start()
             self.segment_start = self.step
+
+    def set_learning_rates(self, factor: float) -> None:
+        """Both optimisers at ``factor`` times the run's ``lr_g`` and ``lr_d`` (the ``linear`` schedule)."""
+        for optimizer, key in ((self.optimizer_g, "lr_g"), (self.optimizer_d, "lr_d")):
+            for group in optimizer.param_groups:
+                group["lr"] = self.params[key] * factor
 
     def record(self, d_loss: torch.Tensor, g_loss: torch.Tensor, penalty: torch.Tensor | None) -> bool:
         """Count a finished step and keep its losses; return True when it ends at a boundary."""
