@@ -190,7 +190,7 @@ class MnistDataset(IdxDataset):
     name = "mnist"
     description = "MNIST handwritten digits, 1x28x28, 10 classes (60,000 train / 10,000 test)"
     title = "MNIST"
-    recommended_steps = 2000  # dcgan at the quickstart's batch 256 draws recognisable digits: docs/report.md
+    recommended_steps = 2000  # 5x the 400 steps at which dcgan's digits are not yet recognisable: docs/mnist.md
     folder_name = "mnist"
     torchvision_class = "MNIST"
     expected_files = ("train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz (or the t10k-* test "
