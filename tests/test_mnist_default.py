@@ -67,13 +67,20 @@ def test_steps_given_anywhere_win_over_the_datasets_recommendation(tmp_path):
         load_grid_file(grid_file)
 
 
-def test_the_readme_command_without_steps_trains_mnist_for_its_recommended_steps(captured_runs, tmp_path,
-                                                                                   monkeypatch):
+def _empty_grid(tmp_path: Path) -> str:
+    """A grid file with nothing in it: ganbench's defaults (the quickstart's [set] tunes the mlp)."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text("")
+    return str(grid)
+
+
+def test_the_cli_without_steps_trains_mnist_for_its_recommended_steps(captured_runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _cli("run", "--archs", "dcgan", "--losses", "ns", "--datasets", "mnist", "--metrics", "none") == 0
+    grid = _empty_grid(tmp_path)
+    assert _cli("run", grid, "--archs", "dcgan", "--losses", "ns", "--datasets", "mnist", "--metrics", "none") == 0
     assert [run.steps for run in captured_runs] == [get_registry().get("dataset", "mnist").recommended_steps]
     captured_runs.clear()
-    assert _cli("run", "--archs", "dcgan", "--losses", "ns", "--datasets", "mnist", "--metrics", "none",
+    assert _cli("run", grid, "--archs", "dcgan", "--losses", "ns", "--datasets", "mnist", "--metrics", "none",
                 "--steps", "30") == 0
     assert [run.steps for run in captured_runs] == [30]
 
@@ -105,7 +112,8 @@ def _classifier_features(samples: torch.Tensor, checkpoint_path: Path) -> np.nda
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # an untrained 8-wide dcgan: near-singular
 def test_the_fid_protocol_has_a_floor_and_a_ceiling_that_match_independent_computations(tmp_path, shared_cache):
     out, real_count, generated = tmp_path / "out", 1000, 500
-    assert _cli("run", "--archs", "dcgan", "--losses", "ns", "--datasets", "mnist", "--data-dir", str(SHARED_DATA),
+    assert _cli("run", _empty_grid(tmp_path), "--archs", "dcgan", "--losses", "ns", "--datasets", "mnist",
+                "--data-dir", str(SHARED_DATA),
                 "--cache-dir", str(shared_cache), "--steps", "2", "--batch-size", "16", "--set", "dcgan_width=8",
                 "--metrics", "fid", "--set", "extractor=classifier", "--set", f"fid_samples={generated}",
                 "--set", f"real_samples={real_count}", "--out", str(out), "--quiet") == 0

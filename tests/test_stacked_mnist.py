@@ -139,9 +139,10 @@ def test_stacked_modes_applies_only_to_stacked_mnist():
 
 
 def test_a_short_cli_run_on_stacked_mnist_writes_modes_and_kl_with_their_protocol(tmp_path, shared_cache):
-    out = tmp_path / "out"
+    out, grid = tmp_path / "out", tmp_path / "grid.toml"
+    grid.write_text("")  # an empty grid: ganbench's defaults, not the quickstart's tuned [set] for the mlp
     with pytest.raises(SystemExit) as exited:
-        main(["run", "--archs", "dcgan", "--losses", "ns", "--datasets", "stacked-mnist",
+        main(["run", str(grid), "--archs", "dcgan", "--losses", "ns", "--datasets", "stacked-mnist",
               "--data-dir", str(SHARED_DATA), "--cache-dir", str(shared_cache), "--steps", "3",
               "--batch-size", "16", "--metrics", "stacked-modes", "--set", "stacked_images=2000",
               "--set", "dcgan_width=8", "--set", "stacked_modes_samples=1000", "--out", str(out), "--quiet"])
