@@ -215,7 +215,7 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     (--tf32 is --set tf32=true) and give the same run ids; a flag and a --set that
     disagree on a setting are an error.
     """
-    from ganbench.grid import load_grid_file, load_preset
+    from ganbench.grid import GridSpec, load_grid_file, load_preset
     from ganbench.search import plan_runs, record_draws
     from ganbench.storage import ensure_writable_directory
     from ganbench.runner import RunOptions, choose_workers, iter_statuses, run_grid
@@ -228,6 +228,10 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
         grid = load_preset(preset)
     else:
         grid = load_preset("quickstart")
+        if flags["archs"] or flags["datasets"]:
+            # The quickstart's hyperparameters and schedule are tuned for its mlp on ring8; other
+            # models and data start from the generic defaults, keeping its losses, seeds and batch.
+            grid = GridSpec(losses=grid.losses, seeds=grid.seeds, batch_size=grid.batch_size)
     grid = grid.replace(
         archs=_list(flags["archs"]), losses=_list(flags["losses"]), datasets=_list(flags["datasets"]),
         seeds=_seeds(flags["seeds"]), metrics=_list(flags["metrics"]), steps=flags["steps"],

@@ -232,6 +232,20 @@ def test_no_grid_flags_run_the_quickstart_preset(run_cli, captured_runs):
         for dataset in quickstart.datasets}
 
 
+def test_other_archs_or_datasets_without_a_preset_leave_the_quickstarts_mlp_settings_behind(run_cli, captured_runs):
+    code, stdout, err = run_cli("run", "--archs", "dcgan", "--datasets", "mnist", "--metrics", "none")
+    assert code == 0, err
+    quickstart = load_preset("quickstart")
+    assert {run.loss for run in captured_runs} == set(quickstart.losses)
+    assert {(run.architecture, run.dataset, run.batch_size) for run in captured_runs} == {
+        ("dcgan", "mnist", quickstart.batch_size)}
+    assert all(run.params["lr_schedule"] == "constant" and "mlp_width" not in run.params for run in captured_runs)
+    assert {run.params["lr_g"] for run in captured_runs if run.loss == "ns"} == {2e-4}
+    code, stdout, err = run_cli("run", "--preset", "quickstart", "--archs", "dcgan", "--datasets", "mnist",
+                                "--metrics", "none")
+    assert code == 2 and "mlp_width" in err  # a preset named on purpose keeps its settings
+
+
 def test_each_flag_replaces_only_its_axis_of_the_preset(run_cli, captured_runs):
     code, stdout, err = run_cli("run", "--preset", "quickstart", "--losses", "ns,hinge", "--seeds", "1,2",
                                  "--steps", "7", "--metrics", "none")
