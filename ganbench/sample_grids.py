@@ -32,7 +32,7 @@ def save_sample_picture(path: Path, fake: torch.Tensor, real: torch.Tensor, titl
 
 SCATTER_PIXELS = 400
 """Side of a scatter picture's plotting area, in pixels."""
-REAL_COLOUR, FAKE_COLOUR = (60, 60, 60), (214, 39, 40)
+REAL_COLOUR, FAKE_COLOUR = (175, 175, 175), (214, 39, 40)
 
 
 def _save_scatter(path: Path, fake: torch.Tensor, real: torch.Tensor, title: str) -> None:
@@ -60,13 +60,13 @@ def _save_scatter(path: Path, fake: torch.Tensor, real: torch.Tensor, title: str
                 pixels[row + dy, column + dx] = torch.tensor(colour, dtype=torch.uint8)
         return int((~inside).sum())
 
-    outside = draw(fake_xy, FAKE_COLOUR, 2)
-    draw(real_xy, REAL_COLOUR, 1)  # on top, small: where the modes are
+    draw(real_xy, REAL_COLOUR, 3)  # underneath, wide: where the data is
+    outside = draw(fake_xy, FAKE_COLOUR, 1)  # on top, small: every generated sample stays visible
     image = Image.fromarray(pixels.numpy())
     canvas = ImageDraw.Draw(image)
     canvas.rectangle((0, header, SCATTER_PIXELS - 1, SCATTER_PIXELS + header - 1), outline=(120, 120, 120))
     canvas.text((4, 2), title, fill=(0, 0, 0))
-    note = f"dark: real, red: {len(fake_xy)} generated" + (f" ({outside} outside the frame)" if outside else "")
+    note = f"grey: real, red: {len(fake_xy)} generated" + (f" ({outside} outside the frame)" if outside else "")
     canvas.text((4, 14), note, fill=FAKE_COLOUR)
     atomic_write(path, lambda handle: image.save(handle, format="png"))
 
