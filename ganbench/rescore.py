@@ -134,7 +134,7 @@ def rescore_run(directory: RunDirectory, metric_names: list[str], overrides: Map
     context = EvaluationContext(
         generator=generator, latent_dim=int(spec.params["latent_dim"]), data_shape=data_shape,
         dataset_name=spec.dataset, dataset=dataset, real=real, settings=settings, device=device,
-        cache_dir=cache_dir, seed=spec.seed, step=step, run_dir=directory.path,
+        cache_dir=cache_dir, seed=spec.seed, step=step, run_dir=directory.path, params=spec.params,
         training={"device_name": device_description(device)},
         load_split=lambda split: dataset.load(DataRequest(data_dir=data_dir, cache_dir=str(cache_dir / "data"),
                                                           split=split, seed=spec.seed, params=spec.params)))
