@@ -287,18 +287,11 @@ def test_disable_plugin_after_the_subcommand_is_moved_before_it(fake_distributio
 
     assert hoist_disable_plugin(["run", "--steps", "5", "--disable-plugin", "x", "--disable-plugin=y:z"]) == [
         "--disable-plugin", "x", "--disable-plugin=y:z", "run", "--steps", "5"]
-    source = loss_plugin("commanding-loss", extra="""
-        @hookimpl
-        def register_commands(cli):
-            @cli.command(name="commanding-hello")
-            def hello():
-                print("hello from a plugin command")
-    """)
-    fake_distributions("fake-commanding", {"fake_commanding_plugin": source}, {"commanding": "fake_commanding_plugin"})
-    try:
-        with pytest.raises(SystemExit) as exited:
-            main(["plugins", "--disable-plugin", "fake-commanding"])
-        assert exited.value.code == 0
-        assert "commanding-loss" not in capsys.readouterr().out
-    finally:
-        cli.commands.pop("commanding-hello", None)
+    fake_distributions("fake-later", {"fake_later_plugin": loss_plugin("later-loss")}, {"later": "fake_later_plugin"})
+    with pytest.raises(SystemExit):
+        main(["plugins"])
+    assert "later-loss" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["plugins", "--disable-plugin", "fake-later"])
+    assert exited.value.code == 0
+    assert "later-loss" not in capsys.readouterr().out
