@@ -122,3 +122,36 @@ def registry_with():
         return registry
 
     return build
+
+
+# --- the command line in this process ----------------------------------------------------
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch, tmp_path, cache_dir):
+    """``run_cli(*args) -> (exit code, stdout, stderr)``: ``ganbench`` in this process, from ``tmp_path``."""
+    from ganbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exited:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return exited.value.code, out, err
+
+    return invoke
+
+
+@pytest.fixture
+def captured_runs(monkeypatch) -> list:
+    """The runs the CLI hands to the runner, recorded instead of trained."""
+    from ganbench import runner as runner_module
+
+    runs = []
+
+    def record(specs, registry, options, console):
+        runs.extend(specs)
+        return runner_module.GridSummary()
+
+    monkeypatch.setattr(runner_module, "run_grid", record)
+    return runs

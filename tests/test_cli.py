@@ -18,8 +18,6 @@ import numpy
 import pytest
 import torch
 
-import ganbench.runner as runner_module
-from ganbench.cli import main
 from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
 from ganbench.fastpath import OFF
 from ganbench.grid import load_preset
@@ -33,33 +31,6 @@ GANBENCH = Path(sys.executable).parent / "ganbench"
 def ganbench_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run the real ``ganbench`` command (GANBENCH_CACHE_DIR comes from the ``cache_dir`` fixture)."""
     return subprocess.run([str(GANBENCH), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture
-def run_cli(capsys, monkeypatch, tmp_path, cache_dir):
-    """``run_cli(*args) -> (exit code, stdout, stderr)``, in this process, from ``tmp_path``."""
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as exited:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return exited.value.code, out, err
-
-    return invoke
-
-
-@pytest.fixture
-def captured_runs(monkeypatch) -> list:
-    """The runs the CLI hands to the runner, recorded instead of trained."""
-    runs = []
-
-    def record(specs, registry, options, console):
-        runs.extend(specs)
-        return runner_module.GridSummary()
-
-    monkeypatch.setattr(runner_module, "run_grid", record)
-    return runs
 
 
 def one_line_error(code: int, err: str) -> str:

@@ -14,24 +14,10 @@ import pytest
 import scipy.linalg
 import torch
 
-import ganbench.runner as runner_module
 from ganbench.cli import main
 from ganbench.grid import DEFAULT_STEPS, GridSpec, expand, load_grid_file
 from ganbench.registry import get_registry
 from metrics_support import SHARED_DATA, load_mnist, shared_cache  # noqa: F401
-
-
-@pytest.fixture
-def captured_runs(monkeypatch) -> list:
-    """The runs the CLI hands to the runner, recorded instead of trained."""
-    runs = []
-
-    def record(specs, registry, options, console):
-        runs.extend(specs)
-        return runner_module.GridSummary()
-
-    monkeypatch.setattr(runner_module, "run_grid", record)
-    return runs
 
 
 def _cli(*args: str) -> int:

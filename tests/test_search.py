@@ -22,7 +22,6 @@ import pytest
 from scipy import stats
 
 import ganbench.runner as runner_module
-from ganbench.cli import main
 from ganbench.grid import GridSpec, load_grid_file
 from ganbench.ledger import run_directory, write_results
 from ganbench.registry import get_registry
@@ -32,20 +31,6 @@ from ganbench.storage import read_json
 
 GANBENCH = Path(sys.executable).parent / "ganbench"
 LR = "loguniform(1e-5,1e-3)"
-
-
-@pytest.fixture
-def run_cli(capsys, monkeypatch, tmp_path, cache_dir):
-    """``run_cli(*args) -> (exit code, stdout, stderr)``, in this process, from ``tmp_path``."""
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as exited:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return exited.value.code, out, err
-
-    return invoke
 
 
 def search_grid(budget: int, losses=("ns", "lsgan"), search_seed: int = 0, **sets) -> GridSpec:
