@@ -29,13 +29,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ganbench import fastpath
 from ganbench.api import DataRequest, Dataset, LoadedData, Loss, validate
-from ganbench.config import RunSpec
-from ganbench.grid import GridSpec, expand
+from ganbench.errors import Interrupted
+from ganbench.execution.worker import execute_pack, execute_run
+from ganbench.planning.grid import GridSpec, expand
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import Entry, Registry, build_registry
-from ganbench.train import Interrupted
-from ganbench.worker import execute_pack, execute_run
+from ganbench.training import fastpath
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """``../shared/data`` from the checkout: ``mnist/`` holds the real MNIST test split."""

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import torch
 
-from ganbench import fastpath
 from ganbench.api import LoadedData
-from ganbench.evaluation import EvaluationContext, run_metrics
-from ganbench.extractors import cached_classifier, classifier_extractor
-from ganbench.fidelity import count_label, extract_features, real_statistics, to_uint8_rgb
+from ganbench.evaluation.classifier import cached_classifier
+from ganbench.evaluation.context import EvaluationContext, run_metrics
+from ganbench.evaluation.extractors import classifier_extractor
+from ganbench.evaluation.features import count_label, extract_features, real_statistics, to_uint8_rgb
+from ganbench.training import fastpath
 
 CPU = torch.device("cpu")
 DEFAULT_METRICS = ("fid", "kid", "is", "throughput")

@@ -1,7 +1,7 @@
 """What a grid costs beyond its runs' training and evaluation: the per-run overhead of the local executor.
 
 A grid of 5 short mlp runs on ring8 (the quickstart's model, its metrics and schedule, 100
-steps) goes through :class:`ganbench.executors.local.LocalExecutor` with one worker at one
+steps) goes through :class:`ganbench.execution.executors.local.LocalExecutor` with one worker at one
 torch thread, as ``ganbench run --workers 1`` on one core would send it. For each run, the launcher's
 time from handing it to a worker to recording its end, minus its training (its steps at its
 measured steady rate, so the warm-up steps count as training) and its evaluation, is its
@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from bench_support import SHARED_DATA
-from ganbench.config import RunSpec
-from ganbench.executors.base import RunOptions
-from ganbench.executors.local import LocalExecutor
-from ganbench.grid import expand, load_preset
-from ganbench.ledger import RunDirectory
+from ganbench.execution.executors.base import RunOptions
+from ganbench.execution.executors.local import LocalExecutor
+from ganbench.ledger.runs import RunDirectory
+from ganbench.planning.grid import expand, load_preset
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import get_registry
 
 class LauncherClock:

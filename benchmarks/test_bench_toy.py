@@ -21,9 +21,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench_support import LOG_EVERY, GanbenchLoop
-from ganbench.grid import expand, load_preset
-from ganbench.ledger import run_directory
-from ganbench.train import RunState, train_step
+from ganbench.ledger.runs import run_directory
+from ganbench.planning.grid import expand, load_preset
+from ganbench.training.loop import RunState, train_step
 
 PACKING = (1, 2)
 STEPS_PER_ROUND = 20

@@ -14,11 +14,11 @@ from rich.table import Table
 
 from ganbench import __version__
 from ganbench.errors import UserError
-from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
-from ganbench.fastpath import OFF as FAST_PATH_OFF
-from ganbench.fastpath import PRECISIONS
+from ganbench.planning.search import looks_like_distribution
 from ganbench.registry import KINDS, PLURAL, get_registry
-from ganbench.search import looks_like_distribution
+from ganbench.training.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
+from ganbench.training.fastpath import OFF as FAST_PATH_OFF
+from ganbench.training.fastpath import PRECISIONS
 
 GRID_AXES = ("archs", "losses", "datasets", "seeds", "metrics")
 
@@ -45,7 +45,7 @@ def _sets(pairs: tuple[str, ...]) -> dict[str, list[str]]:
         key, equals, values = pair.partition("=")
         if not equals or not key.strip() or not values.strip():
             raise UserError(f"--set {pair!r}: write key=value or key=v1,v2 (for example --set lr=1e-4,2e-4).")
-        # a distribution (loguniform(1e-5,1e-3)) is one value, commas and all: ganbench.search parses it
+        # a distribution (loguniform(1e-5,1e-3)) is one value, commas and all: ganbench.planning.search parses it
         sets[key.strip()] = [values.strip()] if looks_like_distribution(values) else _list(values)
     return sets
 
@@ -66,7 +66,7 @@ def _fast_path_sets(sets: dict[str, list[str]], flags: dict) -> dict[str, list[s
     A flag that contradicts ``--no-fast-path`` or a ``--set`` of the same setting is a
     UserError naming both; agreeing ones are accepted.
     """
-    from ganbench.grid import parse_value
+    from ganbench.planning.grid import parse_value
 
     chosen: dict[str, tuple[str, str]] = {}  # key -> (value as --set text, the flag that chose it)
     if flags.get("no_fast_path"):
@@ -93,7 +93,7 @@ def _fast_path_sets(sets: dict[str, list[str]], flags: dict) -> dict[str, list[s
 
 
 def _gpus_visible() -> bool:
-    from ganbench.devices import visible_gpus
+    from ganbench.execution.devices import visible_gpus
 
     return bool(visible_gpus())
 
@@ -215,10 +215,10 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     (--tf32 is --set tf32=true) and give the same run ids; a flag and a --set that
     disagree on a setting are an error.
     """
-    from ganbench.grid import GridSpec, load_grid_file, load_preset
-    from ganbench.search import plan_runs, record_draws
-    from ganbench.storage import ensure_writable_directory
-    from ganbench.runner import RunOptions, choose_workers, iter_statuses, run_grid
+    from ganbench.execution.runner import RunOptions, choose_workers, iter_statuses, run_grid
+    from ganbench.ledger.storage import ensure_writable_directory
+    from ganbench.planning.grid import GridSpec, load_grid_file, load_preset
+    from ganbench.planning.search import plan_runs, record_draws
 
     if grid_file and preset:
         raise UserError("give either a grid file or --preset, not both.")
@@ -240,7 +240,7 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
         winner_seeds=flags["winner_seeds"])
     grid.sets = {**grid.sets, **_fast_path_sets(_sets(sets), flags)}
     registry = _registry(context)
-    plan = plan_runs(grid, registry)  # a plain grid, or --budget draws (ganbench.search)
+    plan = plan_runs(grid, registry)  # a plain grid, or --budget draws (ganbench.planning.search)
     runs = plan.runs
     if grid.winner_seeds and not plan.draws:
         raise UserError("--winner-seeds re-runs the best settings of a search; add --budget N and a "
@@ -354,8 +354,8 @@ def plugins(context: click.Context, verbose: bool) -> None:
 def eval_command(context: click.Context, path: str, metrics: str, sets: tuple[str, ...],
                  data_dir: str | None, cache_dir: str | None, device: str) -> None:
     """Re-score finished runs (OUT or OUT/runs/<id>) from their checkpoints, without training."""
-    from ganbench.devices import resolve_device
-    from ganbench.rescore import rescore
+    from ganbench.execution.devices import resolve_device
+    from ganbench.execution.rescore import rescore
 
     overrides = {}
     for key, values in _sets(sets).items():

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ganbench.api import PLUGIN_TYPES, Architecture, DataRequest, Dataset, LoadedData, Loss, Metric, validate
 from ganbench.errors import UserError
-from ganbench.plugin_manager import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginInfo
+from ganbench.registry.loader import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginInfo
 
 if TYPE_CHECKING:
     import torch
@@ -430,7 +430,7 @@ class _Results:
 
 
 def _loop_defaults() -> dict[str, Any]:
-    from ganbench.grid import LOOP_DEFAULTS
+    from ganbench.planning.grid import LOOP_DEFAULTS
 
     return dict(LOOP_DEFAULTS)
 
@@ -638,7 +638,7 @@ def _generator_loss(loss: Loss, fake: torch.Tensor, real_values: Sequence[float]
 
 
 def _check_loss_defaults(params: dict[str, Any]) -> None:
-    from ganbench.grid import OPTIMIZERS
+    from ganbench.planning.grid import OPTIMIZERS
 
     _require(params["optimizer"] in OPTIMIZERS, f"optimizer {params['optimizer']!r} is not one of {OPTIMIZERS}")
     for key in ("lr_g", "lr_d"):
@@ -860,7 +860,7 @@ def _check_evaluate(metric: Metric, dataset: Dataset, loaded: LoadedData) -> Non
     import torch
     from torch import nn
 
-    from ganbench.evaluation import EvaluationContext, run_metrics
+    from ganbench.evaluation.context import EvaluationContext, run_metrics
 
     shape = tuple(loaded.samples.shape[1:])
     torch.manual_seed(0)

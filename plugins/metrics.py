@@ -1,5 +1,7 @@
 """The built-in metrics: fid, kid and is (computed by torch-fidelity), modes and throughput.
 
+FID, KID and IS use ganbench's helper layer for feature metrics,
+:mod:`ganbench.evaluation.features`, exactly as a third party's feature metric would.
 Column names carry what changes a figure's meaning: ``fid10k_classifier`` is the FID of
 10,000 generated samples in the classifier's feature space, never in one column with an
 Inception FID or a 50k FID. Everything else (reference split and count, extractor accuracy,
@@ -19,7 +21,7 @@ from ganbench.api import MetricResult
 if TYPE_CHECKING:
     import torch
 
-    from ganbench.evaluation import EvaluationContext
+    from ganbench.evaluation.context import EvaluationContext
 
 FEATURE_SETTINGS: dict[str, Any] = {
     "extractor": "auto",
@@ -48,7 +50,7 @@ class _FeatureMetric(Metric):
     """What fid, kid and is share: images only, an extractor, sample counts in the column name."""
 
     def unsupported_reason(self, dataset, data_shape):
-        from ganbench.fidelity import is_image_shape
+        from ganbench.evaluation.features import is_image_shape
 
         if not is_image_shape(tuple(data_shape)):
             return (f"{self.name} scores images with 1 or 3 channels; {dataset.name} samples have shape "
@@ -57,7 +59,7 @@ class _FeatureMetric(Metric):
 
     @staticmethod
     def _column(metric: str, count: int, extractor_name: str) -> str:
-        from ganbench.fidelity import count_label
+        from ganbench.evaluation.features import count_label
 
         return f"{metric}{count_label(count)}_{extractor_name}"
 
@@ -68,7 +70,7 @@ class FidMetric(_FeatureMetric):
 
     Column ``fid<count>_<extractor>``, e.g. ``fid10k_inception`` or ``fid10k_classifier``.
     The protocol's ``fid_floor`` (two halves of the real data) and ``fid_ceiling`` (the
-    run's architecture untrained) place the figure (:mod:`ganbench.fid_bounds`); turn them
+    run's architecture untrained) place the figure (:mod:`ganbench.evaluation.fid_bounds`); turn them
     off with ``--set fid_bounds=false``.
     """
 
@@ -77,17 +79,16 @@ class FidMetric(_FeatureMetric):
     defaults = {**FEATURE_SETTINGS, "fid_samples": 10_000, "fid_bounds": True}
 
     def evaluate(self, context):
-        from ganbench import fidelity
-        from ganbench.extractors import resolve_extractor
+        from ganbench.evaluation import features
 
-        extractor = resolve_extractor(context)
+        extractor = features.resolve_extractor(context)
         count = _setting(context, "fid_samples", int)
-        real = fidelity.real_statistics(context, extractor)
-        features = fidelity.generated_features(context, extractor, count)[extractor.fid_layer]
-        value = fidelity.frechet_distance(real, features)
-        protocol = fidelity.feature_protocol(extractor, count, real)
+        real = features.real_statistics(context, extractor)
+        generated = features.generated_features(context, extractor, count)[extractor.fid_layer]
+        value = features.frechet_distance(real, generated)
+        protocol = features.feature_protocol(extractor, count, real)
         if _setting(context, "fid_bounds", bool):
-            from ganbench.fid_bounds import bounds_protocol
+            from ganbench.evaluation.fid_bounds import bounds_protocol
 
             protocol.update(bounds_protocol(context, extractor, real, count))
         return MetricResult({self._column("fid", count, extractor.name): value}, protocol)
@@ -105,18 +106,17 @@ class KidMetric(_FeatureMetric):
     defaults = {**FEATURE_SETTINGS, "kid_samples": 10_000, "kid_subsets": 100, "kid_subset_size": 1000}
 
     def evaluate(self, context):
-        from ganbench import fidelity
-        from ganbench.extractors import resolve_extractor
+        from ganbench.evaluation import features
 
-        extractor = resolve_extractor(context)
+        extractor = features.resolve_extractor(context)
         count = _setting(context, "kid_samples", int)
-        real = fidelity.real_statistics(context, extractor)
-        features = fidelity.generated_features(context, extractor, count)[extractor.fid_layer]
+        real = features.real_statistics(context, extractor)
+        generated = features.generated_features(context, extractor, count)[extractor.fid_layer]
         subsets = _setting(context, "kid_subsets", int)
         subset_size = min(_setting(context, "kid_subset_size", int), real.count, count)
-        mean, std = fidelity.kernel_distance(real.features, features, subsets, subset_size)
+        mean, std = features.kernel_distance(real.features, generated, subsets, subset_size)
         column = self._column("kid", count, extractor.name)
-        protocol = {**fidelity.feature_protocol(extractor, count, real), "kid_subsets": str(subsets),
+        protocol = {**features.feature_protocol(extractor, count, real), "kid_subsets": str(subsets),
                     "kid_subset_size": str(subset_size),
                     "kid_kernel": "polynomial (x.y / dim + 1)^3, unbiased MMD^2"}
         return MetricResult({column: mean, f"{column}_std": std}, protocol)
@@ -135,16 +135,15 @@ class InceptionScoreMetric(_FeatureMetric):
     defaults = {**FEATURE_SETTINGS, "is_samples": 10_000, "is_splits": 10}
 
     def evaluate(self, context):
-        from ganbench import fidelity
-        from ganbench.extractors import resolve_extractor
+        from ganbench.evaluation import features
 
-        extractor = resolve_extractor(context)
+        extractor = features.resolve_extractor(context)
         count = _setting(context, "is_samples", int)
         splits = _setting(context, "is_splits", int)
-        logits = fidelity.generated_features(context, extractor, count)[extractor.is_layer]
-        mean, std = fidelity.inception_score(logits, splits)
+        logits = features.generated_features(context, extractor, count)[extractor.is_layer]
+        mean, std = features.inception_score(logits, splits)
         column = self._column("is", count, extractor.name)
-        protocol = {**fidelity.feature_protocol(extractor, count), "is_splits": str(splits)}
+        protocol = {**features.feature_protocol(extractor, count), "is_splits": str(splits)}
         return MetricResult({column: mean, f"{column}_std": std}, protocol)
 
 

@@ -8,7 +8,7 @@ sample falls in mode ``100*a + 10*b + c`` when the MNIST classifier labels its c
 
 The dataset reads the same IDX files as ``mnist`` (through :class:`MnistDataset`, so the
 same folders, split fallback and messages). The metric labels channels with the classifier
-the ``classifier`` feature extractor trains and caches (:mod:`ganbench.extractors`), trained
+the ``classifier`` feature extractor trains and caches (:mod:`ganbench.evaluation.classifier`), trained
 on the MNIST digits the stacked data was drawn from: on the same files that is the very
 classifier ``mnist``'s FID uses, one cache entry. Registered from the built-in
 ``datasets`` and ``metrics`` plugins.
@@ -28,7 +28,7 @@ from .datasets import MnistDataset, _check_split, _int_param, _split_seed
 if TYPE_CHECKING:
     import torch
 
-    from ganbench.evaluation import EvaluationContext
+    from ganbench.evaluation.context import EvaluationContext
 
 DIGITS_PER_SAMPLE = 3
 MODES = 10 ** DIGITS_PER_SAMPLE
@@ -116,7 +116,7 @@ class StackedModesMetric(Metric):
 
     def evaluate(self, context: "EvaluationContext") -> MetricResult:
         from ganbench.errors import UserError
-        from ganbench.fidelity import count_label
+        from ganbench.evaluation.features import count_label
 
         count = int(context.settings["stacked_modes_samples"])
         if count < 1:
@@ -140,9 +140,9 @@ def digit_classifier(context: "EvaluationContext") -> tuple[Any, dict[str, str]]
     the same code FID's ``classifier`` extractor runs.
     """
     from ganbench.errors import UserError
-    from ganbench.extractors import (CLASSIFIER_FIDELITY_NAME, CLASSIFIER_RECIPE, ClassifierFeatureExtractor,
-                                     cached_classifier)
-    from ganbench.fidelity import to_uint8_rgb
+    from ganbench.evaluation.classifier import (CLASSIFIER_FIDELITY_NAME, CLASSIFIER_RECIPE,
+                                                ClassifierFeatureExtractor, cached_classifier)
+    from ganbench.evaluation.features import to_uint8_rgb
 
     real = context.real
     if not isinstance(real, StackedData) or real.digits is None or real.digit_labels is None:
@@ -168,7 +168,7 @@ def classify_stacked(classifier: Any, samples: "torch.Tensor", device: "torch.de
     """
     import torch
 
-    from ganbench.fidelity import to_uint8_rgb
+    from ganbench.evaluation.features import to_uint8_rgb
 
     channels = samples.reshape(-1, 1, *samples.shape[2:])
     classifier = classifier.to(device)

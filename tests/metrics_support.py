@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ganbench.api import DataRequest, Dataset, LoadedData
-from ganbench.evaluation import EvaluationContext
+from ganbench.evaluation.context import EvaluationContext
 from ganbench.registry import get_registry
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -96,7 +96,7 @@ def mnist(shared_cache) -> LoadedData:
 @pytest.fixture(scope="session")
 def mnist_classifier(mnist, shared_cache):
     """``(checkpoint path, checkpoint)`` of the classifier trained on the MNIST test split."""
-    from ganbench.extractors import cached_classifier
-    from ganbench.fidelity import to_uint8_rgb
+    from ganbench.evaluation.classifier import cached_classifier
+    from ganbench.evaluation.images import to_uint8_rgb
 
     return cached_classifier(to_uint8_rgb(mnist.samples), mnist.labels, 10, shared_cache)

@@ -18,11 +18,11 @@ import numpy
 import pytest
 import torch
 
-from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
-from ganbench.fastpath import OFF
-from ganbench.grid import load_preset
+from ganbench.ledger.storage import read_json, write_json
+from ganbench.planning.grid import load_preset
 from ganbench.registry import get_registry
-from ganbench.storage import read_json, write_json
+from ganbench.training.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
+from ganbench.training.fastpath import OFF
 
 GANBENCH = Path(sys.executable).parent / "ganbench"
 """The console script installed next to this interpreter."""

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from ganbench.devices import plan_ray_tasks, plan_slots
 from ganbench.errors import UserError
+from ganbench.execution.devices import plan_ray_tasks, plan_slots
 
 
 def gpus(count: int) -> list[str]:
@@ -106,7 +106,7 @@ def test_impossible_ray_placements_are_explained(arguments, message):
 
 # --- the default number of CPU workers ------------------------------------------------------
 
-from ganbench.devices import RunSize, default_cpu_workers, measure_run_size  # noqa: E402
+from ganbench.execution.devices import RunSize, default_cpu_workers, measure_run_size  # noqa: E402
 
 SMALL_RUN = RunSize(parameters=10_000, step_flops=1e6, memory_bytes=1e9)
 LARGE_RUN = RunSize(parameters=4_000_000, step_flops=4e10, memory_bytes=3e9)
@@ -133,7 +133,7 @@ def test_run_size_counts_the_flops_torch_counts(architecture, dataset):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ganbench.grid import GridSpec, expand
+    from ganbench.planning.grid import GridSpec, expand
     from ganbench.registry import get_registry
 
     registry = get_registry()

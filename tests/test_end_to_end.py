@@ -71,7 +71,7 @@ def _classifier_features(uint8_rgb: np.ndarray, checkpoint_path: Path) -> np.nda
     """Penultimate features of the cached classifier, run directly (not through torch-fidelity)."""
     import torch
 
-    from ganbench.extractors import ClassifierNet
+    from ganbench.evaluation.classifier import ClassifierNet
 
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     net = ClassifierNet(int(checkpoint["num_classes"]))

@@ -18,12 +18,12 @@ import torch
 
 from ganbench.cli import main
 from ganbench.errors import UserError
-from ganbench.grid import GridSpec, expand
-from ganbench.ledger import RunDirectory, lock_output, write_results
+from ganbench.execution.rescore import rescore
+from ganbench.execution.worker import execute_run
+from ganbench.ledger.runs import RunDirectory, lock_output, write_results
+from ganbench.ledger.storage import SymlinkRefused, append_jsonl, read_json, write_json
+from ganbench.planning.grid import GridSpec, expand
 from ganbench.registry import build_registry
-from ganbench.rescore import rescore
-from ganbench.storage import SymlinkRefused, append_jsonl, read_json, write_json
-from ganbench.worker import execute_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 TRAINING = ("images_per_second", "steps_per_second", "peak_memory_mb", "train_seconds")
@@ -148,7 +148,7 @@ def test_negative_eval_every_is_rejected(registry):
 
 @pytest.mark.parametrize("name", ["OUT/.lock", ".lock", "log.txt", "metrics.jsonl", "output.txt"])
 def test_files_in_out_are_never_written_through_a_planted_symlink(trained, tmp_path, name):
-    from ganbench.storage import open_append
+    from ganbench.ledger.storage import open_append
 
     out, run = copy_of(trained, tmp_path)
     victim = tmp_path / "victim.txt"

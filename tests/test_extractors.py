@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 import pytest
-from ganbench import extractors
 from ganbench.errors import UserError
-from ganbench.extractors import (ClassifierNet, cached_classifier, register_classifier, resolve_extractor,
-                                 train_classifier, uint8_to_unit)
-from ganbench.fidelity import strict_fp32, to_uint8_rgb
+from ganbench.evaluation import classifier, extractors
+from ganbench.evaluation.classifier import (ClassifierNet, cached_classifier, register_classifier, train_classifier,
+                                            uint8_to_unit)
+from ganbench.evaluation.extractors import resolve_extractor
+from ganbench.evaluation.fidelity import strict_fp32
+from ganbench.evaluation.images import to_uint8_rgb
 from metrics_support import (UntrainedGenerator, make_context, metric_settings, mnist, mnist_classifier,  # noqa: F401
                              mnist_dataset, shared_cache)
 
@@ -39,7 +41,7 @@ def test_cached_classifier_is_loaded_not_retrained(mnist, mnist_classifier, shar
     def fail(*args, **kwargs):
         raise AssertionError("retrained although the checkpoint is cached")
 
-    monkeypatch.setattr(extractors, "train_classifier", fail)
+    monkeypatch.setattr(classifier, "train_classifier", fail)
     path, checkpoint = cached_classifier(to_uint8_rgb(mnist.samples), mnist.labels, 10, shared_cache)
     assert path == mnist_classifier[0]
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganbench import fastpath
 from ganbench.api import DataRequest
 from ganbench.errors import UserError
-from ganbench.grid import GridSpec, expand
+from ganbench.execution.worker import execute_run
+from ganbench.ledger.storage import read_json, read_jsonl
+from ganbench.planning.grid import GridSpec, expand
 from ganbench.registry import build_registry
-from ganbench.storage import read_json, read_jsonl
-from ganbench.worker import execute_run
+from ganbench.training import fastpath
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,9 +9,9 @@ import pytest
 
 from ganbench.api import Metric, MetricResult
 from ganbench.errors import UserError
-from ganbench.grid import GridSpec, expand, load_grid_file, load_preset, preset_names
+from ganbench.planning.grid import GridSpec, expand, load_grid_file, load_preset, preset_names
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import build_registry
-from ganbench.config import RunSpec
 
 
 @pytest.fixture(scope="module")

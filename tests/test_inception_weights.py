@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ganbench import extractors, inception_weights
 from ganbench.errors import UserError
+from ganbench.evaluation import extractors, inception_weights
 
 
 class Payload:
@@ -59,7 +59,8 @@ def test_a_planted_file_in_torch_hubs_cache_is_refused_before_torch_fidelity_loa
     cached = extractors.default_inception_path()
     cached.parent.mkdir(parents=True)
     planted(cached, marker)
-    context = SimpleNamespace(settings={"extractor": "auto", "inception_weights": ""}, memo={},
+    context = SimpleNamespace(settings={"extractor": "auto", "inception_weights": ""},
+                              shared=lambda key, compute: compute(),
                               dataset=SimpleNamespace(num_classes=None), dataset_name="toy", cache_dir=tmp_path)
     extractor = extractors.resolve_extractor(context)
     assert extractor.name == "inception"

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.grid import GridSpec, expand
+from ganbench.errors import Interrupted
+from ganbench.execution.worker import execute_run
+from ganbench.planning.grid import GridSpec, expand
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import build_registry
-from ganbench.train import Interrupted
-from ganbench.worker import execute_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,10 +9,11 @@ import pytest
 import scipy.linalg
 import torch
 
-from ganbench import fidelity
 from ganbench.api import LoadedData, Metric, MetricResult
-from ganbench.evaluation import run_metrics, save_samples
-from ganbench.extractors import ClassifierNet
+from ganbench.evaluation import features as evaluation_features
+from ganbench.evaluation.classifier import ClassifierNet
+from ganbench.evaluation.context import run_metrics
+from ganbench.evaluation.samples import save_samples
 from ganbench.registry import get_registry
 from ganbench_plugins.metrics import mode_statistics
 from metrics_support import (ReplayGenerator, UntrainedGenerator, make_context, metric_settings,  # noqa: F401
@@ -72,12 +73,12 @@ def classifier_features(checkpoint, images_uint8: torch.Tensor) -> tuple[np.ndar
 
 def test_samples_become_uint8_rgb_with_grayscale_tiled():
     samples = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0, 1.3]).view(1, 1, 2, 3)
-    images = fidelity.to_uint8_rgb(samples)
+    images = evaluation_features.to_uint8_rgb(samples)
     assert images.dtype == torch.uint8 and images.shape == (1, 3, 2, 3)
     assert images[0, 0].flatten().tolist() == [0, 64, 128, 191, 255, 255]
     assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])
     random = torch.rand(4, 1, 5, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert torch.equal(fidelity.to_uint8_rgb(random), reference_uint8(random))
+    assert torch.equal(evaluation_features.to_uint8_rgb(random), reference_uint8(random))
 
 
 # FID, KID, IS on hand-made features ------------------------------------------------------------------
@@ -88,50 +89,50 @@ def _gaussian_features(seed: int, count: int = 2000, dim: int = 32, shift: float
     return (torch.randn(count, dim, generator=generator) @ mixing + shift).float()
 
 
-def _statistics_of(features: torch.Tensor) -> fidelity.RealStatistics:
-    mu, sigma = fidelity.fid_statistics(features)
-    return fidelity.RealStatistics(features, mu, sigma, "test", len(features), len(features), None)
+def _statistics_of(features: torch.Tensor) -> evaluation_features.RealStatistics:
+    mu, sigma = evaluation_features.fid_statistics(features)
+    return evaluation_features.RealStatistics(features, mu, sigma, "test", len(features), len(features), None)
 
 
 def test_fid_of_a_feature_set_against_itself_is_zero():
     features = _gaussian_features(0)
-    assert abs(fidelity.frechet_distance(_statistics_of(features), features)) < 1e-8
+    assert abs(evaluation_features.frechet_distance(_statistics_of(features), features)) < 1e-8
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.3, 3.0])
 def test_fid_equals_scipy_sqrtm_frechet_distance_on_the_same_features(shift):
     real, generated = _gaussian_features(0), _gaussian_features(1, count=1500, shift=shift)
-    value = fidelity.frechet_distance(_statistics_of(real), generated)
+    value = evaluation_features.frechet_distance(_statistics_of(real), generated)
     expected = reference_fid(real.numpy(), generated.numpy())
     assert value == pytest.approx(expected, rel=1e-6)
 
 
 def test_kid_is_near_zero_for_one_distribution_and_clearly_positive_for_different_ones():
     real = _gaussian_features(0)
-    same, _ = fidelity.kernel_distance(real, _gaussian_features(1), subsets=20, subset_size=1000)
-    different, _ = fidelity.kernel_distance(real, _gaussian_features(1, shift=0.5), subsets=20, subset_size=1000)
+    same, _ = evaluation_features.kernel_distance(real, _gaussian_features(1), subsets=20, subset_size=1000)
+    different, _ = evaluation_features.kernel_distance(real, _gaussian_features(1, shift=0.5), subsets=20, subset_size=1000)
     assert abs(same) < 0.01 * different
     assert different > 0.5
 
 
 def test_kid_with_one_subset_of_everything_equals_the_unbiased_mmd():
     real, generated = _gaussian_features(0, count=600), _gaussian_features(1, count=600, shift=0.2)
-    mean, std = fidelity.kernel_distance(real, generated, subsets=1, subset_size=600)
+    mean, std = evaluation_features.kernel_distance(real, generated, subsets=1, subset_size=600)
     assert mean == pytest.approx(reference_kid(real.numpy(), generated.numpy()), rel=1e-4)
     assert std == 0.0
 
 
 def test_inception_score_is_one_for_uniform_predictions_and_the_class_count_for_confident_balanced_ones():
-    assert fidelity.inception_score(torch.zeros(1000, 10), splits=10) == pytest.approx((1.0, 0.0), abs=1e-12)
+    assert evaluation_features.inception_score(torch.zeros(1000, 10), splits=10) == pytest.approx((1.0, 0.0), abs=1e-12)
     confident = 50.0 * torch.eye(10).repeat(100, 1)  # 1000 samples, 100 per class
-    assert fidelity.inception_score(confident, splits=1)[0] == pytest.approx(10.0, rel=1e-9)
-    mean, _ = fidelity.inception_score(confident, splits=10)  # shuffled splits are only nearly balanced
+    assert evaluation_features.inception_score(confident, splits=1)[0] == pytest.approx(10.0, rel=1e-9)
+    mean, _ = evaluation_features.inception_score(confident, splits=10)  # shuffled splits are only nearly balanced
     assert 9.5 < mean <= 10.0
 
 
 def test_inception_score_equals_an_independent_computation():
     logits = torch.randn(500, 10, generator=torch.Generator().manual_seed(0)) * 3
-    assert fidelity.inception_score(logits, splits=1)[0] == pytest.approx(reference_inception_score(logits.numpy()),
+    assert evaluation_features.inception_score(logits, splits=1)[0] == pytest.approx(reference_inception_score(logits.numpy()),
                                                                         rel=1e-9)
 
 
@@ -206,13 +207,13 @@ def test_columns_and_protocols_name_the_extractor_and_sample_counts(mnist, mnist
 def test_real_statistics_are_computed_once_then_read_from_the_disk_cache(mnist, mnist_classifier, shared_cache,
                                                                          monkeypatch):
     extracted: list[int] = []
-    original = fidelity.extract_features
+    original = evaluation_features.extract_features
 
     def counting(images, *args, **kwargs):
         extracted.append(len(images))
         return original(images, *args, **kwargs)
 
-    monkeypatch.setattr(fidelity, "extract_features", counting)
+    monkeypatch.setattr(evaluation_features, "extract_features", counting)
     counts = dict(real_samples=1234, fid_samples=500, kid_samples=500, is_samples=500)
     first, _ = _evaluate(UntrainedGenerator(), mnist, shared_cache, **counts)
     assert extracted == [1234, 500]  # reference once; generated once, shared by fid, kid and is

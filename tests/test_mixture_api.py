@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ganbench import Dataset, GaussianMixture, LoadedData
-from ganbench.grid import GridSpec, expand
-from ganbench.worker import execute_run
+from ganbench.execution.worker import execute_run
+from ganbench.planning.grid import GridSpec, expand
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -15,7 +15,7 @@ import scipy.linalg
 import torch
 
 from ganbench.cli import main
-from ganbench.grid import DEFAULT_STEPS, GridSpec, expand, load_grid_file
+from ganbench.planning.grid import DEFAULT_STEPS, GridSpec, expand, load_grid_file
 from ganbench.registry import get_registry
 from metrics_support import SHARED_DATA, load_mnist, shared_cache  # noqa: F401
 
@@ -84,7 +84,7 @@ def _frechet(first: np.ndarray, second: np.ndarray) -> float:
 
 def _classifier_features(samples: torch.Tensor, checkpoint_path: Path) -> np.ndarray:
     """Penultimate features of the cached classifier, run directly on uint8-quantised images."""
-    from ganbench.extractors import ClassifierNet
+    from ganbench.evaluation.classifier import ClassifierNet
 
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     net = ClassifierNet(int(checkpoint["num_classes"]))

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ganbench.api import Architecture
-from ganbench.grid import GridSpec, expand
-from ganbench.worker import execute_run
+from ganbench.execution.worker import execute_run
+from ganbench.planning.grid import GridSpec, expand
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

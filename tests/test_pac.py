@@ -16,11 +16,11 @@ from torch import nn
 
 from ganbench.api import Architecture, Dataset, LoadedData
 from ganbench.errors import UserError
-from ganbench.grid import GridSpec, expand
-from ganbench.pac import pack_samples, packed_shape
+from ganbench.execution.worker import execute_pack, execute_run
+from ganbench.ledger.storage import read_json
+from ganbench.planning.grid import GridSpec, expand
 from ganbench.registry import build_registry
-from ganbench.storage import read_json
-from ganbench.worker import execute_pack, execute_run
+from ganbench.training.pac import pack_samples, packed_shape
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

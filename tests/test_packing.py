@@ -15,15 +15,15 @@ import pytest
 import torch
 
 from ganbench.api import Loss
-from ganbench.config import RunSpec
-from ganbench.executors.base import GridState, RunOptions, WorkerResult
-from ganbench.grid import GridSpec, expand
-from ganbench.ledger import results_rows
-from ganbench.packing import plan_packs
+from ganbench.errors import Interrupted
+from ganbench.execution.executors.base import GridState, RunOptions, WorkerResult
+from ganbench.execution.worker import execute_pack, execute_run
+from ganbench.ledger.runs import results_rows
+from ganbench.ledger.storage import read_json, read_jsonl
+from ganbench.planning.grid import GridSpec, expand
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import build_registry
-from ganbench.storage import read_json, read_jsonl
-from ganbench.train import Interrupted
-from ganbench.worker import execute_pack, execute_run
+from ganbench.training.packing import plan_packs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

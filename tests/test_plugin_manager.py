@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from ganbench import __version__
 from ganbench.cli import _add_plugin_commands, cli, main
 from ganbench.errors import UserError
-from ganbench.plugin_manager import build_plugin_manager
 from ganbench.registry import build_registry
+from ganbench.registry.loader import build_plugin_manager
 
 BUILTIN_PLUGINS = ["ganbench:ganbench.architectures", "ganbench:ganbench.datasets",
                    "ganbench:ganbench.losses", "ganbench:ganbench.metrics"]

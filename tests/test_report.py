@@ -21,9 +21,10 @@ from click.testing import CliRunner
 from rich.console import Console
 from scipy import stats
 
-from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.ledger import run_directory
+from ganbench.ledger.runs import run_directory
+from ganbench.ledger.storage import append_jsonl
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import get_registry
 from ganbench.report import write_report
 from ganbench.report.aggregate import aggregate
@@ -31,7 +32,6 @@ from ganbench.report.directions import direction_of
 from ganbench.report.files import CSV_COLUMNS, SCHEMA
 from ganbench.report.runs import load_runs
 from ganbench.report.significance import holm, welch_worse_p
-from ganbench.storage import append_jsonl
 
 REGISTRY = get_registry()
 
@@ -42,7 +42,7 @@ THROUGHPUT = {"ns": [1000.0, 1100.0, 1050.0], "lsgan": [900.0, 950.0, 1000.0], "
 
 
 def defaults(architecture: str, loss: str, dataset: str) -> dict:
-    from ganbench.grid import LOOP_DEFAULTS
+    from ganbench.planning.grid import LOOP_DEFAULTS
 
     params = dict(LOOP_DEFAULTS)
     for kind, name in (("loss", loss), ("architecture", architecture), ("dataset", dataset)):
@@ -51,7 +51,7 @@ def defaults(architecture: str, loss: str, dataset: str) -> dict:
 
 
 def versions(loss: str, dataset: str) -> dict:
-    """What ``ganbench run`` records in config.json "versions" (see ganbench.grid.expand)."""
+    """What ``ganbench run`` records in config.json "versions" (see ganbench.planning.grid.expand)."""
     from ganbench import __version__
 
     return {"ganbench": __version__, "architecture:mlp": REGISTRY.version_of("architecture", "mlp"),
@@ -210,7 +210,7 @@ def test_runs_of_other_versions_get_a_note_that_their_command_trains_new_runs(tm
 
 def test_reproduce_command_gives_the_same_run_ids_through_ganbench_run(tmp_path, monkeypatch):
     """Both commands go through the real `ganbench run` parsing and grid expansion; only training is faked."""
-    import ganbench.runner
+    import ganbench.execution.runner
     from ganbench.cli import cli
 
     expanded = []
@@ -220,9 +220,9 @@ def test_reproduce_command_gives_the_same_run_ids_through_ganbench_run(tmp_path,
         for spec in runs:  # finished runs, as the ledger would hold them
             run_directory(options.out, spec).write_status("done", step=spec.steps,
                                                           metrics={"images_per_second": 1.0})
-        return ganbench.runner.GridSummary(statuses={spec.run_id: "done" for spec in runs})
+        return ganbench.execution.runner.GridSummary(statuses={spec.run_id: "done" for spec in runs})
 
-    monkeypatch.setattr(ganbench.runner, "run_grid", pretend_to_train)
+    monkeypatch.setattr(ganbench.execution.runner, "run_grid", pretend_to_train)
     runner = CliRunner()
     original = runner.invoke(cli, ["run", "--archs", "mlp", "--losses", "lsgan,wgan-gp", "--datasets", "ring8",
                                    "--seeds", "0,1", "--steps", "7", "--batch-size", "8", "--metrics", "modes",

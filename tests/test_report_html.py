@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ganbench.report import write_report
-from ganbench.sample_grids import save_sample_picture
+from ganbench.training.pictures import save_sample_picture
 from test_report import make_benchmark, make_run, quiet_console
 
 BROWSER_TIMEOUT_SECONDS = 90

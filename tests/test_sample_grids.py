@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganbench.sample_grids import FAKE_COLOUR, save_sample_picture
+from ganbench.training.pictures import FAKE_COLOUR, save_sample_picture
 
 
 def test_a_points_picture_shows_generated_samples_at_their_place_and_counts_those_off_the_frame(tmp_path):

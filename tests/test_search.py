@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import ganbench.runner as runner_module
-from ganbench.grid import GridSpec, load_grid_file
-from ganbench.ledger import run_directory, write_results
+import ganbench.execution.runner as runner_module
+from ganbench.ledger.runs import run_directory, write_results
+from ganbench.ledger.storage import read_json
+from ganbench.planning.grid import GridSpec, load_grid_file
+from ganbench.planning.search import draw_stream, parse_distribution, plan_runs
 from ganbench.registry import get_registry
 from ganbench.report.search import best_so_far
-from ganbench.search import draw_stream, parse_distribution, plan_runs
-from ganbench.storage import read_json
 
 GANBENCH = Path(sys.executable).parent / "ganbench"
 LR = "loguniform(1e-5,1e-3)"

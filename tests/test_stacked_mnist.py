@@ -16,7 +16,7 @@ from torch import nn
 from ganbench.api import DataRequest
 from ganbench.cli import main
 from ganbench.errors import UserError
-from ganbench.evaluation import run_metrics
+from ganbench.evaluation.context import run_metrics
 from ganbench.registry import get_registry
 from metrics_support import (SHARED_DATA, ReplayGenerator, load_mnist, make_context, mnist,  # noqa: F401
                              shared_cache)
@@ -157,7 +157,7 @@ def test_a_short_cli_run_on_stacked_mnist_writes_modes_and_kl_with_their_protoco
 
 
 def test_the_stacked_mnist_presets_expand_to_their_grids_and_line_up_with_the_published_table():
-    from ganbench.grid import expand, load_preset
+    from ganbench.planning.grid import expand, load_preset
     from ganbench.report.reference import load_reference
 
     registry = get_registry()

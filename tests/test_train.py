@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from ganbench.api import Loss
-from ganbench.grid import GridSpec, expand
-from ganbench.ledger import RunDirectory, results_rows
+from ganbench.errors import Interrupted
+from ganbench.execution.worker import execute_run
+from ganbench.ledger.runs import RunDirectory, results_rows
+from ganbench.ledger.storage import read_json, read_jsonl, write_json
+from ganbench.planning.grid import GridSpec, expand
 from ganbench.registry import build_registry
-from ganbench.storage import read_json, read_jsonl, write_json
-from ganbench.train import Interrupted
-from ganbench.worker import execute_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -19,9 +19,9 @@ from scipy import stats
 from ganbench import __version__
 from ganbench.errors import UserError
 from ganbench.report.caveats import NotMeaningful, judges_of, not_meaningful_in
-from ganbench.report.reproduce import reproduce_command, version_differences
 from ganbench.report.directions import (PRIMARY_PREFERENCE, THROUGHPUT, Direction, direction_of,
                                         quality_columns)
+from ganbench.report.reproduce import reproduce_command, version_differences
 from ganbench.report.runs import FAILED, UNFINISHED, RunSet, protocols_of, recorded_hardware
 from ganbench.report.significance import ALPHA, Verdict, compare_with_best
 

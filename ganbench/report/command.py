@@ -15,7 +15,7 @@ ALPHA = 0.05
 
 
 def _hardware_here() -> str:
-    from ganbench.devices import device_description, resolve_device
+    from ganbench.execution.devices import device_description, resolve_device
 
     return device_description(resolve_device("auto"))
 

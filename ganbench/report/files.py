@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ganbench.ledger.storage import atomic_write
 from ganbench.report.aggregate import CONFIDENCE, Comparison, ConfigSummary, Summary
 from ganbench.report.caveats import MARK
 from ganbench.report.directions import direction_of
@@ -25,7 +26,6 @@ from ganbench.report.search import search_json
 from ganbench.report.significance import METHOD, TIED
 from ganbench.report.table import (MISSING, best_means, dataset_table, header_of, legend, mean_std,
                                    protocol_rows, settings_rows, versions_rows)
-from ganbench.storage import atomic_write
 
 SCHEMA = "ganbench-report/1"
 CSV_COLUMNS = ("dataset", "config_id", "config", "architecture", "loss", "split", "steps", "batch_size",

@@ -6,13 +6,13 @@ import base64
 from html import escape
 from pathlib import Path
 
+from ganbench.ledger.storage import atomic_write
 from ganbench.report.aggregate import Comparison
 from ganbench.report.caveats import MARK
 from ganbench.report.files import overview_lines
 from ganbench.report.plots import Picture
 from ganbench.report.search import html_section as search_html
 from ganbench.report.table import dataset_table, legend, protocol_rows, settings_rows, versions_rows
-from ganbench.storage import atomic_write
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ganbench.ledger.storage import atomic_write, read_jsonl
 from ganbench.report.aggregate import Comparison, ConfigSummary
 from ganbench.report.directions import THROUGHPUT, direction_of
-from ganbench.storage import atomic_write, read_jsonl
 
 MAX_DISTRIBUTION_PANELS = 4
 

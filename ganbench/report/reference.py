@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ganbench.errors import UserError
+from ganbench.ledger.storage import atomic_write
 from ganbench.report.runs import RunSet
-from ganbench.storage import atomic_write
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -90,8 +90,8 @@ class ComparedRow:
 
 
 def reference_names() -> list[str]:
-    """The references that ship with ganbench (``ganbench/presets/references/NAME.toml``)."""
-    folder = resources.files("ganbench.presets").joinpath("references")
+    """The references that ship with ganbench (``ganbench/planning/presets/references/NAME.toml``)."""
+    folder = resources.files("ganbench.planning.presets").joinpath("references")
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -104,7 +104,7 @@ def load_reference(name_or_path: str) -> Reference:
         except OSError as error:
             raise UserError(f"--reference {name_or_path}: cannot read it ({error.strerror}).") from None
     elif name_or_path in reference_names():
-        text = resources.files("ganbench.presets").joinpath("references", f"{name_or_path}.toml").read_text()
+        text = resources.files("ganbench.planning.presets").joinpath("references", f"{name_or_path}.toml").read_text()
         name = name_or_path
     else:
         raise UserError(f"unknown reference '{name_or_path}'; shipped references: {', '.join(reference_names())} "

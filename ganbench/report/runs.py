@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from ganbench.config import IDENTITY_FIELDS
 from ganbench.errors import UserError
-from ganbench.ledger import RunDirectory
-from ganbench.storage import read_json
+from ganbench.ledger.runs import RunDirectory
+from ganbench.ledger.storage import read_json
+from ganbench.planning.spec import IDENTITY_FIELDS
 
 CONFIG_FIELDS = tuple(name for name in IDENTITY_FIELDS if name != "seed")
 """What makes two runs seeds of one config: the run id's fields without the seed."""

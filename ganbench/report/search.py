@@ -1,6 +1,6 @@
 """Random-search results: best score against the budget, the tuned winners, and how often settings diverged.
 
-Reads ``OUT/search.json`` (written by ``ganbench run --budget N``, see :mod:`ganbench.search`)
+Reads ``OUT/search.json`` (written by ``ganbench run --budget N``, see :mod:`ganbench.planning.search`)
 next to the runs. Each searched *setting* is one config (its runs differ only in seed); its
 *score* is the dataset's ranking metric (the report's primary metric) averaged over its
 search runs. Per (architecture, loss, dataset) cell:
@@ -154,7 +154,7 @@ def _value(value: Any) -> str:
 
 def load_all_draws(sources: list[Path]) -> dict[str, dict[str, Any]]:
     """``run_id -> draw record`` of every ``search.json`` among ``sources``."""
-    from ganbench.search import load_draws
+    from ganbench.planning.search import load_draws
 
     draws: dict[str, dict[str, Any]] = {}
     for source in sources:
@@ -410,10 +410,10 @@ def html_section(comparison: Comparison, dataset: str, report_dir: Path) -> list
 def second_stage_runs(out: Path, cells: set[tuple[str, str, str]], count: int, registry: Any) -> list:
     """The runs of the second stage: each ``(architecture, loss, dataset)`` cell's best setting in ``out``
     (ranked as the report ranks), with ``count`` seeds after its search seeds."""
-    from ganbench.config import RunSpec
+    from ganbench.planning.search import winner_runs
+    from ganbench.planning.spec import RunSpec
     from ganbench.report.aggregate import aggregate
     from ganbench.report.runs import load_runs
-    from ganbench.search import winner_runs
 
     comparison = aggregate(load_runs([Path(out)]), registry=registry)
     search = search_report(comparison, registry=registry)

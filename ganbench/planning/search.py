@@ -3,7 +3,7 @@
 ``--set 'lr=loguniform(1e-5,1e-3)'`` makes ``lr`` a distribution instead of a list of
 values; ``--budget N`` then draws N settings of every distribution per (architecture, loss,
 dataset) cell. Plain comma lists stay grid axes and are crossed with the draws, as are the
-seeds. Each drawn setting expands through :func:`ganbench.grid.expand` like a hand-written
+seeds. Each drawn setting expands through :func:`ganbench.planning.grid.expand` like a hand-written
 ``--set``, so a run's id is the content hash of its resolved values and nothing else.
 
 Draw ``i`` of key ``k`` in a cell comes from its own random stream, seeded by the search
@@ -30,9 +30,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.storage import read_json, write_json
+from ganbench.ledger.storage import read_json, write_json
+from ganbench.planning.spec import RunSpec
 
 SIGNIFICANT_DIGITS = 4
 """Drawn real numbers are rounded to this many significant digits: readable labels and
@@ -111,7 +111,7 @@ def _number(text: str, key: str, whole: str) -> float:
 
 def parse_distribution(key: str, text: str) -> Distribution:
     """The distribution written as ``text`` for ``key``; a UserError naming the fix if it is bad."""
-    from ganbench.grid import parse_value
+    from ganbench.planning.grid import parse_value
 
     match = _CALL.match(text)
     if match is None:
@@ -200,12 +200,12 @@ class SearchPlan:
 
 
 def plan_runs(grid: Any, registry: Any) -> SearchPlan:
-    """Expand ``grid`` (a :class:`ganbench.grid.GridSpec`): a plain grid, or ``grid.budget`` draws per cell.
+    """Expand ``grid`` (a :class:`ganbench.planning.grid.GridSpec`): a plain grid, or ``grid.budget`` draws per cell.
 
     A draw whose values equal an earlier draw's (a key that does not apply to the cell, a
     ``choice`` drawn twice) is the same run and is trained once.
     """
-    from ganbench.grid import expand
+    from ganbench.planning.grid import expand
 
     distributions = distributions_of(grid.sets)
     if grid.winner_seeds < 0:
@@ -223,7 +223,7 @@ def plan_runs(grid: Any, registry: Any) -> SearchPlan:
                         f"from it per architecture, loss and dataset.")
     if grid.search_seed < 0:
         raise UserError(f"--search-seed {grid.search_seed}: give a whole number of 0 or more.")
-    from ganbench.grid import SHORTCUTS
+    from ganbench.planning.grid import SHORTCUTS
 
     fixed = {k: v for k, v in grid.sets.items() if k not in distributions}
     texts = {k: d.text for k, d in distributions.items()}

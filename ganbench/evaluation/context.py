@@ -1,16 +1,17 @@
-"""Evaluation: what a metric plugin is given, running the chosen metrics, saving samples."""
+"""What a metric plugin is given (:class:`EvaluationContext`), and running the chosen metrics."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
-import numpy as np
 import torch
 
 from ganbench.api import Dataset, DataShape, LoadedData, Metric, MetricResult
+
+Shared = TypeVar("Shared")
 
 EVALUATION_NOISE_SEED_OFFSET = 1_000_003
 """Evaluation noise is seeded from the run's seed plus this, so every evaluation of a run
@@ -51,10 +52,10 @@ class EvaluationContext:
     only ``real`` is available, which is then used whatever split it is."""
     should_stop: Callable[[], bool] = lambda: False
     """True once the user asked the run to stop (Ctrl-C, SIGTERM). A long metric checks it
-    between batches and returns early or raises :class:`ganbench.train.Interrupted`."""
+    between batches and returns early or raises :class:`ganbench.errors.Interrupted`."""
     memo: dict[Any, Any] = field(default_factory=dict)
     """What metrics share within one evaluation (the chosen extractor, generated features,
-    loaded splits). :func:`run_metrics` empties it before and after."""
+    loaded splits), filled through :meth:`shared`. :func:`run_metrics` empties it before and after."""
     evaluation_started: float | None = None
     """``time.perf_counter()`` when :func:`run_metrics` began, or None outside it."""
 
@@ -65,9 +66,18 @@ class EvaluationContext:
         """
         if split in ("", self.real.split) or self.load_split is None:
             return self.real
-        key = ("split", split)
+        load_split = self.load_split
+        return self.shared(("split", split), lambda: load_split(split))
+
+    def shared(self, key: tuple[Any, ...], compute: Callable[[], Shared]) -> Shared:
+        """Return ``compute()``, computed once per evaluation under ``key`` and then shared.
+
+        Metrics of one evaluation that need the same thing (an extractor, the features of
+        the same generated samples) call this with the same key and compute it once. Start
+        the key with a word naming what it holds (``("generated-features", ...)``).
+        """
         if key not in self.memo:
-            self.memo[key] = self.load_split(split)
+            self.memo[key] = compute()
         return self.memo[key]
 
     @torch.no_grad()
@@ -133,23 +143,3 @@ def run_metrics(metrics: Mapping[str, Metric], context: EvaluationContext) -> Ev
         context.evaluation_started = None
     values["evaluation_seconds"] = time.perf_counter() - started
     return Evaluation(values, protocols)
-
-
-def save_samples(samples: torch.Tensor, path: str | Path) -> Path:
-    """Write ``samples`` to an ``.npz`` other tools can score; return its path.
-
-    Arrays: ``samples``, the float32 tensor as given (``[n, c, h, w]`` in [-1, 1], or
-    ``[n, dim]`` points); for images also ``arr_0``, uint8 ``[n, h, w, 3]`` RGB (grayscale
-    tiled), the layout of the OpenAI/ADM evaluation suite, made by the same conversion
-    ganbench feeds torch-fidelity. Points get ``arr_0`` = ``samples``.
-    """
-    from ganbench.fidelity import atomic_write, is_image_shape, to_uint8_rgb
-
-    path = Path(path)
-    floats = samples.detach().float().cpu()
-    if is_image_shape(tuple(floats.shape[1:])):
-        arr_0 = to_uint8_rgb(floats).permute(0, 2, 3, 1).numpy()
-    else:
-        arr_0 = floats.numpy()
-    atomic_write(path, lambda file: np.savez_compressed(file, samples=floats.numpy(), arr_0=arr_0))
-    return path

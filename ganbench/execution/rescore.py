@@ -27,15 +27,15 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from ganbench.api import DataRequest
-from ganbench.config import RunSpec
-from ganbench.devices import device_description
 from ganbench.errors import UserError
-from ganbench.evaluation import Evaluation, EvaluationContext, run_metrics
-from ganbench.grid import coerce
-from ganbench.ledger import RunBusy, RunDirectory, lock_output, write_results
+from ganbench.evaluation.context import Evaluation, EvaluationContext, run_metrics
+from ganbench.execution.devices import device_description
+from ganbench.ledger.runs import RunBusy, RunDirectory, lock_output, write_results
+from ganbench.ledger.storage import append_jsonl, read_json
+from ganbench.planning.grid import coerce
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.storage import append_jsonl, read_json
-from ganbench.train import load_checkpoint, load_real_data
+from ganbench.training.loop import load_checkpoint, load_real_data
 
 Warn = Callable[[str], None]
 

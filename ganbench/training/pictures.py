@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ganbench.storage import atomic_write
+from ganbench.ledger.storage import atomic_write
 
 
 def save_sample_picture(path: Path, fake: torch.Tensor, real: torch.Tensor, title: str = "") -> None:

@@ -5,7 +5,7 @@ as a status in the run's ``status.json``; nothing escapes to stop the rest of th
 except an interruption, which is recorded and re-raised so the launcher can stop.
 
 Executors do not call :func:`execute_run` in their own process. Each worker slot has a
-resident worker process, ``python -m ganbench.worker``, that imports torch, ganbench and
+resident worker process, ``python -m ganbench.execution.worker``, that imports torch, ganbench and
 the plugins once and then trains the jobs it reads on stdin (one :class:`Job` per JSON
 line) one after another, **each in a fork of itself**: the run gets a fresh process, with
 the worker's imports already done (milliseconds instead of seconds), and nothing a run
@@ -37,12 +37,13 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import torch
 
-from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.ledger import RunBusy, RunDirectory, run_directory
+from ganbench.errors import Interrupted
+from ganbench.ledger.runs import RunBusy, RunDirectory, run_directory
+from ganbench.ledger.storage import remove_temporaries
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.storage import remove_temporaries
-from ganbench.train import Interrupted, Outcome, train_run
+from ganbench.training.loop import Outcome, train_run
 
 RUN_LOCK_WAIT_SECONDS = 120.0
 """How long a worker waits for a run that another (dying) worker still holds."""
@@ -98,13 +99,13 @@ def execute_pack(specs: Sequence[RunSpec], out: Path, *, registry: Registry, dev
                  interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext,
                  on_warning: Callable[[str], None] | None = None,
                  placement: Mapping[str, Any] | None = None) -> dict[str, Outcome]:
-    """Train ``specs`` together (:mod:`ganbench.packing`) and record each run's outcome; ``run_id -> outcome``.
+    """Train ``specs`` together (:mod:`ganbench.training.packing`) and record each run's outcome; ``run_id -> outcome``.
 
     Each run is recorded exactly as :func:`execute_run` records it. A run another process
     holds is left out (its outcome is ``running``); an error of the pack's training is
     every run's error.
     """
-    from ganbench.packing import train_packed
+    from ganbench.training.packing import train_packed
 
     placement = {**(placement or {}), "pack": len(specs)}
     outcomes: dict[str, Outcome] = {}
@@ -203,7 +204,7 @@ class Job:
     placement: Mapping[str, Any] = field(default_factory=dict)
     """Recorded in the run's status: executor, slot or node, GPU, attempt."""
     companions: tuple[RunSpec, ...] = ()
-    """Runs packed with ``spec`` (``--pack``): trained together in this worker (:mod:`ganbench.packing`)."""
+    """Runs packed with ``spec`` (``--pack``): trained together in this worker (:mod:`ganbench.training.packing`)."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Environment variables of the run's process (``CUDA_VISIBLE_DEVICES`` of its GPU), set
     before anything touches CUDA."""
@@ -351,8 +352,8 @@ def run_job(job: Job, events: _Events, stop: _StopFlag) -> None:
                     wall_seconds=outcome.wall_seconds, recorded=recorded)
 
 
-PRELOADED_MODULES = ("ganbench.packing", "ganbench.evaluation", "ganbench.sample_grids", "ganbench.fidelity",
-                     "ganbench.extractors", "matplotlib.pyplot", "torchvision.utils", "scipy.linalg")
+PRELOADED_MODULES = ("ganbench.training.packing", "ganbench.training.pictures", "ganbench.evaluation.features",
+                     "ganbench.evaluation.samples", "matplotlib.pyplot", "torchvision.utils", "scipy.linalg")
 """Imported once by the worker, so that no run pays for them (its sample pictures, its metrics)."""
 
 
@@ -489,7 +490,7 @@ def _redirect_output(path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ganbench.worker --events-fd N``: train the jobs on stdin until it closes."""
+    """``python -m ganbench.execution.worker --events-fd N``: train the jobs on stdin until it closes."""
     argv = list(sys.argv[1:] if argv is None else argv)
     events_fd = int(argv[argv.index("--events-fd") + 1]) if "--events-fd" in argv else None
     signal.signal(signal.SIGINT, signal.SIG_IGN)

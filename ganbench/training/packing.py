@@ -40,10 +40,11 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 from torch import nn
 
-from ganbench.config import RunSpec
-from ganbench.ledger import RunDirectory
+from ganbench.errors import Interrupted
+from ganbench.ledger.runs import RunDirectory
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.train import Interrupted, Outcome, RunState, train_to_end
+from ganbench.training.loop import Outcome, RunState, train_to_end
 
 PACK_FREE_PARAMS = ("lr_g", "lr_d")
 """Hyperparameters that may differ between the runs of one pack (besides the seed)."""
@@ -142,7 +143,7 @@ def why_not_packable(runs: Sequence[RunState]) -> str | None:
 def packed_step(runs: Sequence[RunState], generators: StackedModules, discriminators: StackedModules) -> list[Losses]:
     """One generator step of every run in ``runs`` (after their ``n_critic`` D steps), stacked.
 
-    The arithmetic of :func:`ganbench.train.train_step`, with each forward pass run once for
+    The arithmetic of :func:`ganbench.training.loop.train_step`, with each forward pass run once for
     all runs; returns each run's losses of its last steps.
     """
     first = runs[0]
@@ -200,8 +201,8 @@ def train_packed(specs: Sequence[RunSpec], directories: Sequence[RunDirectory], 
                  interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> dict[str, Outcome]:
     """Train (or resume) ``specs`` together, each in its directory; return ``run_id -> outcome``.
 
-    Stopping works as in :func:`ganbench.train.train_run`: every run is checkpointed and
-    :class:`~ganbench.train.Interrupted` raised. Runs resumed at different steps catch up:
+    Stopping works as in :func:`ganbench.training.loop.train_run`: every run is checkpointed and
+    :class:`~ganbench.training.loop.Interrupted` raised. Runs resumed at different steps catch up:
     each stacked step trains the runs that are furthest behind.
     """
     runs = [RunState(spec, directory, registry=registry, device=device, data_dir=data_dir, cache_dir=cache_dir,

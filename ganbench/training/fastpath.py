@@ -20,7 +20,7 @@ Each setting is a training-loop hyperparameter (``--set key=value``, defaults in
 * ``cudnn_benchmark``: cuDNN times its convolution algorithms for the run's shapes (CUDA only).
 * ``tf32``: TF32 matmuls and convolutions while training on CUDA. Off by default, a deliberate
   choice: matmul inputs keep 10 of float32's 23 mantissa bits; left to the user. Evaluation always
-  runs in strict float32 (:func:`ganbench.fidelity.strict_fp32`), whatever this says.
+  runs in strict float32 (:func:`ganbench.evaluation.fidelity.strict_fp32`), whatever this says.
 * ``compile``: ``torch.compile`` the models. Off by default: compiling costs a minute or more
   per run and pays only in long runs. The discriminator is left uncompiled when the loss
   has a penalty, since penalties such as WGAN-GP's differentiate it twice, which compiled

@@ -12,16 +12,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ganbench.config import RunSpec
-from ganbench.devices import (RunSize, available_memory_bytes, cpu_cores, default_cpu_workers,
-                              measure_run_size, visible_gpus)
 from ganbench.errors import UserError
-from ganbench.executors import make_executor
-from ganbench.executors.base import STOP_FILE, RunOptions
-from ganbench.ledger import FINISHED, RunDirectory, lock_output, write_results
+from ganbench.execution.devices import (RunSize, available_memory_bytes, cpu_cores, default_cpu_workers,
+                              measure_run_size, visible_gpus)
+from ganbench.execution.executors import make_executor
+from ganbench.execution.executors.base import STOP_FILE, RunOptions
+from ganbench.ledger.runs import FINISHED, RunDirectory, lock_output, write_results
+from ganbench.ledger.storage import csv_problem, ensure_writable_directory, remove_temporaries
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.storage import csv_problem, ensure_writable_directory, remove_temporaries
-from ganbench.train import load_real_data
+from ganbench.training.loop import load_real_data
 
 __all__ = ["GridSummary", "RunOptions", "StopRequest", "choose_workers", "iter_statuses", "run_grid"]
 
@@ -64,7 +64,7 @@ def choose_workers(runs: list[RunSpec], registry: Registry, options: RunOptions)
     """Without ``--workers``, a local grid on the CPU gets as many workers as pay; say how many and why.
 
     Sets ``options.workers`` and ``options.threads`` (see
-    :func:`ganbench.devices.default_cpu_workers`) and returns the sentence for the first
+    :func:`ganbench.execution.devices.default_cpu_workers`) and returns the sentence for the first
     line of output; returns "" and changes nothing when the choice is the user's or the
     grid goes to GPUs or Ray. The choice depends on the machine and on the whole grid
     (not on how many of its runs are left), so a resumed grid trains its runs with the

@@ -1,7 +1,7 @@
-"""Resident worker processes (``python -m ganbench.worker``) and the jobs they train, seen from their launcher.
+"""Resident worker processes (``python -m ganbench.execution.worker``) and the jobs they train, seen from their launcher.
 
 A :class:`Worker` is started once per slot and trains job after job, each in a fork of
-itself (see :mod:`ganbench.worker`), so a run starts in milliseconds, with torch and the
+itself (see :mod:`ganbench.execution.worker`), so a run starts in milliseconds, with torch and the
 plugins already imported, and still in a process of its own. Jobs go in on the worker's
 stdin; events come back as JSON lines on a pipe of their own (a plugin printing to stdout
 cannot garble them); the output of a job's process goes to its run's ``output.txt``. A
@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ganbench.executors.base import WorkerResult, output_tail
-from ganbench.ledger import RunDirectory
-from ganbench.storage import open_append
-from ganbench.worker import Job
+from ganbench.execution.executors.base import WorkerResult, output_tail
+from ganbench.execution.worker import Job
+from ganbench.ledger.runs import RunDirectory
+from ganbench.ledger.storage import open_append
 
 
 class Worker:
@@ -45,7 +45,7 @@ class Worker:
         try:
             with open(output if output is not None else os.devnull, "ab") as handle:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "ganbench.worker", "--events-fd", str(write_fd)],
+                    [sys.executable, "-m", "ganbench.execution.worker", "--events-fd", str(write_fd)],
                     stdin=subprocess.PIPE, stdout=handle, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
                     env=environment, close_fds=True)
         finally:

@@ -1,9 +1,9 @@
 """The local executor: one resident worker process per slot of this machine, each pinned to its device.
 
-Slots come from :func:`ganbench.devices.plan_slots`: every selected GPU (or
+Slots come from :func:`ganbench.execution.devices.plan_slots`: every selected GPU (or
 ``runs_per_gpu`` shares of it), or ``workers`` shares of the CPU cores. A free slot takes
 the next run (or the next pack of runs, with ``pack``) and hands it to its worker, which
-trains it in a fresh fork of itself (:mod:`ganbench.worker`); a worker that died is
+trains it in a fresh fork of itself (:mod:`ganbench.execution.worker`); a worker that died is
 replaced by a new one. Each run sees only its slot's GPU (``CUDA_VISIBLE_DEVICES``) and
 uses the slot's thread count. When the grid is asked to stop, every worker gets a SIGTERM
 (its run checkpoints, then it exits); if this process is interrupted again, they are killed.
@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ganbench.config import RunSpec
-from ganbench.devices import Slot, cpu_cores, plan_slots, visible_gpus
 from ganbench.errors import UserError
-from ganbench.executors.base import GridState, Reporter, RunOptions
-from ganbench.executors.process import Worker, WorkerProcess, stop_workers
-from ganbench.worker import Job
+from ganbench.execution.devices import Slot, cpu_cores, plan_slots, visible_gpus
+from ganbench.execution.executors.base import GridState, Reporter, RunOptions
+from ganbench.execution.executors.process import Worker, WorkerProcess, stop_workers
+from ganbench.execution.worker import Job
+from ganbench.planning.spec import RunSpec
 
 KILL_WAIT_SECONDS = 10.0
 CLOSE_WAIT_SECONDS = 10.0

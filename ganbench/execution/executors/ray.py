@@ -1,6 +1,6 @@
 """The Ray executor: each run (or pack of runs, ``--pack``) of the grid is one Ray core task (not Ray Tune).
 
-A task asks Ray for the run's resources (:func:`ganbench.devices.plan_ray_tasks`:
+A task asks Ray for the run's resources (:func:`ganbench.execution.devices.plan_ray_tasks`:
 a fraction of a GPU when packing) and hands the run to the same resident worker process
 as the local executor uses, one per Ray worker process, started by its first task and
 kept for the next ones (Ray reuses its worker processes), so a run starts without
@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ganbench.config import RunSpec
-from ganbench.devices import TaskResources, plan_ray_tasks
 from ganbench.errors import UserError
-from ganbench.executors.base import STOP_FILE, GridState, Reporter, RunOptions, WorkerResult
-from ganbench.executors.process import Worker, WorkerProcess, follow
-from ganbench.storage import read_json, write_json
-from ganbench.worker import Job
+from ganbench.execution.devices import TaskResources, plan_ray_tasks
+from ganbench.execution.executors.base import STOP_FILE, GridState, Reporter, RunOptions, WorkerResult
+from ganbench.execution.executors.process import Worker, WorkerProcess, follow
+from ganbench.execution.worker import Job
+from ganbench.ledger.storage import read_json, write_json
+from ganbench.planning.spec import RunSpec
 
 PROGRESS_FILE = "progress.json"
 """``runs/<id>/progress.json``: a running task's latest progress, read by the driver, removed at the end."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from ganbench.api import PLUGIN_TYPES, validate
 from ganbench.errors import UserError
-from ganbench.plugin_manager import PluginInfo, build_plugin_manager
+from ganbench.registry.loader import PluginInfo, build_plugin_manager
 
 KINDS = tuple(PLUGIN_TYPES)
 HOOK_OF_KIND = {

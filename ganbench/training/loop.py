@@ -4,7 +4,7 @@ Read :func:`train_run` and :func:`train_step` top to bottom: per generator step,
 ``n_critic`` discriminator steps (loss + penalty, optimiser step, post-step hook), one
 generator step, and at the schedule's boundaries (:meth:`RunState.at_boundary`):
 divergence check, log, samples, evaluation, checkpoint. :class:`RunState` holds what a
-run keeps between steps, so :mod:`ganbench.packing` can train several runs with one
+run keeps between steps, so :mod:`ganbench.training.packing` can train several runs with one
 stacked step. The device is decided by whoever launches the run.
 """
 
@@ -19,27 +19,24 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 import torch
 
-from ganbench import fastpath
 from ganbench.api import DataRequest, LoadedData, Loss
-from ganbench.config import RunSpec
-from ganbench.devices import device_description
-from ganbench.evaluation import EvaluationContext, run_metrics, save_samples
-from ganbench.ledger import RunDirectory
-from ganbench.errors import UserError
-from ganbench.pac import pack_samples, packed_shape
-from ganbench.testing import model_shape_problem
+from ganbench.errors import Interrupted, UserError
+from ganbench.evaluation.context import EvaluationContext, run_metrics
+from ganbench.evaluation.samples import save_samples
+from ganbench.execution.devices import device_description
+from ganbench.ledger.runs import RunDirectory
+from ganbench.ledger.storage import append_jsonl, atomic_write, read_jsonl, rewrite_jsonl
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.sample_grids import save_sample_picture
-from ganbench.storage import append_jsonl, atomic_write, read_jsonl, rewrite_jsonl
+from ganbench.testing import model_shape_problem
+from ganbench.training import fastpath
+from ganbench.training.pac import pack_samples, packed_shape
+from ganbench.training.pictures import save_sample_picture
 
 SAMPLE_PICTURE_COUNT = {"images": 64, "points": 1000}
 """Generated samples per sample picture: an 8x8 image grid, or a scatter of 2D points."""
 WARMUP_STEPS = 10
 """Steps left out of the throughput figures (allocator warm-up, lazy initialisation)."""
-
-
-class Interrupted(Exception):
-    """Raised inside the loop when the launcher asked the run to stop; it was checkpointed."""
 
 
 @dataclass
@@ -148,7 +145,7 @@ class RunState:
     """One run's models, optimisers, data streams, schedule and files: everything but a step's arithmetic.
 
     :func:`train_run` drives one of these with :func:`train_step`;
-    :func:`ganbench.packing.train_packed` drives several with one stacked step. Building it
+    :func:`ganbench.training.packing.train_packed` drives several with one stacked step. Building it
     builds the models (torch seeded with the run's seed) and resumes from the run's newest
     checkpoint. Each training step is then ``before_step``, the step's arithmetic,
     ``record`` its losses and, when ``record`` says a boundary was reached,
@@ -187,7 +184,7 @@ class RunState:
 
         torch.manual_seed(spec.seed)
         generator, discriminator = self.architecture.build(self.data_shape, params)
-        if self.pac > 1:  # the same architecture, built for packs (see ganbench.pac)
+        if self.pac > 1:  # the same architecture, built for packs (see ganbench.training.pac)
             _, discriminator = self.architecture.build(packed_shape(self.data_shape, self.pac), params)
         problem = model_shape_problem(generator, discriminator, self.data_shape, dict(params),
                                       packed_shape(self.data_shape, self.pac))

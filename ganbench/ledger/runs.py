@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.storage import SymlinkRefused, atomic_write, open_append, open_no_follow, read_json, write_json
+from ganbench.ledger.storage import SymlinkRefused, atomic_write, open_append, open_no_follow, read_json, write_json
+from ganbench.planning.spec import RunSpec
 
 FINISHED = ("done", "diverged")
 """Statuses a re-run skips. ``failed``, ``interrupted``, ``oom`` and ``running`` resume."""
@@ -101,7 +101,7 @@ class RunDirectory:
     def log_line(self, message: str) -> None:
         """Append a timestamped line to ``log.txt`` (best effort: a full disk loses the line).
 
-        A symbolic link in place of ``log.txt`` is :class:`ganbench.storage.SymlinkRefused`.
+        A symbolic link in place of ``log.txt`` is :class:`ganbench.ledger.storage.SymlinkRefused`.
         """
         try:
             with open_append(self.log) as handle:

@@ -21,15 +21,14 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from ganbench.fidelity import RealStatistics, atomic_write, content_hash, fid_statistics, frechet_distance
-
-if TYPE_CHECKING:
-    from ganbench.evaluation import EvaluationContext
-    from ganbench.extractors import Extractor
+from ganbench.evaluation.context import EvaluationContext
+from ganbench.evaluation.features import (Extractor, RealStatistics, fid_statistics, frechet_distance,
+                                          generated_features)
+from ganbench.evaluation.hashing import content_hash
+from ganbench.ledger.storage import atomic_write
 
 FLOOR_SPLIT_SEED = 0
 """Seed of the permutation that splits the reference images into two halves."""
@@ -56,13 +55,13 @@ def fid_floor(real: RealStatistics) -> tuple[float, int]:
     return float(result[KEY_METRIC_FID]), half
 
 
-def untrained_generator(context: "EvaluationContext") -> tuple[torch.nn.Module, str, str] | None:
+def untrained_generator(context: EvaluationContext) -> tuple[torch.nn.Module, str, str] | None:
     """The run's architecture with fresh weights, its name and a key of what decides those weights.
 
     Read from the run's ``config.json``; None when the context has no run directory (an
     evaluation outside a run) or its architecture is not installed.
     """
-    from ganbench.config import RunSpec
+    from ganbench.planning.spec import RunSpec
     from ganbench.registry import get_registry
 
     config = Path(context.run_dir) / "config.json" if context.run_dir else None
@@ -82,14 +81,12 @@ def untrained_generator(context: "EvaluationContext") -> tuple[torch.nn.Module, 
     return generator.to(context.device), spec.architecture, key
 
 
-def fid_ceiling(context: "EvaluationContext", extractor: "Extractor", real: RealStatistics,
+def fid_ceiling(context: EvaluationContext, extractor: Extractor, real: RealStatistics,
                 count: int) -> tuple[float, str]:
     """Return ``(FID of the run's untrained generator, what it was)``, from the cache when measured before.
 
     ``(nan, reason)`` when the run's architecture cannot be rebuilt here.
     """
-    from ganbench import fidelity
-
     built = untrained_generator(context)
     if built is None:
         return math.nan, "not measured (no run configuration to rebuild the generator from)"
@@ -100,13 +97,13 @@ def fid_ceiling(context: "EvaluationContext", extractor: "Extractor", real: Real
     if path.exists():
         return float(json.loads(path.read_text())["fid"]), description
     untrained = dataclasses.replace(context, generator=generator, memo={})
-    features = fidelity.generated_features(untrained, extractor, count)[extractor.fid_layer]
+    features = generated_features(untrained, extractor, count)[extractor.fid_layer]
     value = frechet_distance(real, features)
     atomic_write(path, lambda file: file.write(json.dumps({"fid": value, "what": description}).encode()))
     return value, description
 
 
-def bounds_protocol(context: "EvaluationContext", extractor: "Extractor", real: RealStatistics,
+def bounds_protocol(context: EvaluationContext, extractor: Extractor, real: RealStatistics,
                     count: int) -> dict[str, str]:
     """The floor and ceiling as protocol entries (``fid_floor``, ``fid_ceiling``)."""
     floor, half = fid_floor(real)

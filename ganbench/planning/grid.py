@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ganbench import __version__
-from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
-from ganbench.fastpath import check_params as check_fast_path
-from ganbench.pac import packed_shape
+from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
+from ganbench.training.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
+from ganbench.training.fastpath import check_params as check_fast_path
+from ganbench.training.pac import packed_shape
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,9 +31,9 @@ else:  # pragma: no cover
 
 LOOP_DEFAULTS: Mapping[str, Any] = {
     "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
-    "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.pac)
+    "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.training.pac)
     "lr_schedule": "constant",  # or "linear": both learning rates fall linearly to 0 at the last step
-    **FAST_PATH_DEFAULTS,  # precision, channels_last...: see ganbench.fastpath
+    **FAST_PATH_DEFAULTS,  # precision, channels_last...: see ganbench.training.fastpath
 }
 """Training-loop hyperparameters, used when a loss does not recommend its own."""
 DEFAULT_STEPS = 1000
@@ -67,7 +67,7 @@ class GridSpec:
     save_samples: bool = False
     budget: int = 0
     """Random search: settings drawn per (architecture, loss, dataset) from the ``--set``
-    distributions (0: a plain grid). See :mod:`ganbench.search`."""
+    distributions (0: a plain grid). See :mod:`ganbench.planning.search`."""
     search_seed: int = 0
     """Seeds the draws; the same seed and distributions give the same settings."""
     winner_seeds: int = 0
@@ -118,15 +118,15 @@ def load_grid_file(path: str | Path) -> GridSpec:
 
 def preset_names() -> list[str]:
     """Names of the presets that ship with ganbench."""
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("ganbench.presets").iterdir()
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("ganbench.planning.presets").iterdir()
                   if p.name.endswith(".toml"))
 
 
 def load_preset(name: str) -> GridSpec:
-    """The grid of a named preset (``ganbench/presets/NAME.toml``)."""
+    """The grid of a named preset (``ganbench/planning/presets/NAME.toml``)."""
     if name not in preset_names():
         raise UserError(f"unknown preset '{name}'. Available presets: {', '.join(preset_names())}.")
-    text = resources.files("ganbench.presets").joinpath(f"{name}.toml").read_text()
+    text = resources.files("ganbench.planning.presets").joinpath(f"{name}.toml").read_text()
     return _grid_from_mapping(tomllib.loads(text), f"preset {name}")
 
 

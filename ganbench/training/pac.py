@@ -17,7 +17,7 @@ then calls the architecture's ``build`` again with the packed shape (:func:`pack
 and keeps that call's discriminator. An architecture supports ``pac`` when its
 ``build`` accepts the packed shape; when it cannot, its ``unsupported_reason`` for that
 shape is shown before anything trains. This is not ``--pack``, which trains several runs
-as one stacked model (:mod:`ganbench.packing`).
+as one stacked model (:mod:`ganbench.training.packing`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What every executor shares: the grid's options, how an attempt ended, and what to do next.
 
 An executor hands each attempt at a run to a worker (which trains it in a process of its
-own, :mod:`ganbench.worker`) and gets back a :class:`WorkerResult`. :class:`GridState` decides the rest the same way for every
+own, :mod:`ganbench.execution.worker`) and gets back a :class:`WorkerResult`. :class:`GridState` decides the rest the same way for every
 executor: a worker that reported an ``end`` event is settled (its Python errors are not
 retried: they would fail the same way again); a worker that died without one (killed,
 ``os._exit``, a segfault, a lost Ray node) is tried again up to ``retries`` times and then
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-from ganbench.config import RunSpec
 from ganbench.errors import UserError
-from ganbench.ledger import FINISHED, RunDirectory
+from ganbench.ledger.runs import FINISHED, RunDirectory
+from ganbench.planning.spec import RunSpec
 
 STOP_FILE = ".stop"
 """``OUT/.stop``: created when the grid is asked to stop, for workers on other machines (Ray)."""
@@ -47,7 +47,7 @@ class RunOptions:
     retries: int = 1
     """How often a run whose worker died is tried again."""
     pack: int = 1
-    """Runs trained together per worker as one stacked model (:mod:`ganbench.packing`)."""
+    """Runs trained together per worker as one stacked model (:mod:`ganbench.training.packing`)."""
     disabled: tuple[str, ...] = ()
     """``--disable-plugin`` values, passed on to every worker."""
 
@@ -110,7 +110,7 @@ class Reporter(Protocol):
 
 
 class Executor(Protocol):
-    """Runs a grid's pending runs; see :mod:`ganbench.executors`.
+    """Runs a grid's pending runs; see :mod:`ganbench.execution.executors`.
 
     Used as a context manager around :meth:`run`: entering connects to whatever the
     executor needs (a Ray cluster) before the launcher installs its signal handlers, and
@@ -134,7 +134,7 @@ class GridState:
     """The runs still to start (in packs of ``options.pack``), their attempts, and the statuses of those that ended."""
 
     def __init__(self, specs: list[RunSpec], options: RunOptions, reporter: Reporter) -> None:
-        from ganbench.packing import plan_packs
+        from ganbench.training.packing import plan_packs
 
         self.queue: deque[tuple[tuple[RunSpec, ...], int]] = deque(
             (group, 1) for group in plan_packs(specs, options.pack))

@@ -1,0 +1,67 @@
+"""Every default of a run that is not a plugin's, in one place.
+
+A run's hyperparameters are, a later one winning on a shared key: :data:`LOOP_DEFAULTS`,
+the loss's ``defaults``, the architecture's, the dataset's, then the user's ``--set``
+(docs/plugins.md, "Hyperparameters", lists them all). Schedules and lengths are settings
+of the grid, not hyperparameters: they do not change what is trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ganbench.errors import UserError
+
+OPTIMIZERS = ("adam", "rmsprop")
+"""Values of ``optimizer``: ``torch.optim.Adam(lr, betas=(beta1, beta2))`` or ``torch.optim.RMSprop(lr)``."""
+LR_SCHEDULES = ("constant", "linear")
+"""Values of ``lr_schedule``: ``linear`` lets both learning rates fall linearly to 0 at the last step."""
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Values of ``precision`` (see :mod:`ganbench.training.fastpath`)."""
+
+FAST_PATH_DEFAULTS: Mapping[str, Any] = {"precision": "auto", "channels_last": True, "fused_optimizers": True,
+                                         "cudnn_benchmark": True, "tf32": False, "compile": False}
+"""The fast path's settings as they default in every grid (:mod:`ganbench.training.fastpath`)."""
+FAST_PATH_OFF: Mapping[str, Any] = {"precision": "fp32", "channels_last": False, "fused_optimizers": False,
+                                    "cudnn_benchmark": False, "tf32": False, "compile": False}
+"""Every fast-path setting off: the plain float32 loop. Also what a run gets for a setting it lacks."""
+
+LOOP_DEFAULTS: Mapping[str, Any] = {
+    "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
+    "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.training.pac)
+    "lr_schedule": "constant",
+    **FAST_PATH_DEFAULTS,
+}
+"""Training-loop hyperparameters, used when a loss does not recommend its own."""
+
+DEFAULT_STEPS = 1000
+"""Generator steps of a run when neither the grid nor the dataset (``recommended_steps``) says."""
+BATCH_SIZE = 64
+"""Real samples per discriminator step (packs, with ``pac`` > 1)."""
+EVAL_EVERY = 0
+"""Evaluate every N generator steps as well as at the end (0: only at the end)."""
+CHECKPOINT_EVERY = 500
+"""Write ``checkpoint.pt`` every N generator steps (and at the end)."""
+SAMPLE_EVERY = 500
+"""Draw a sample picture every N generator steps (and at the end)."""
+LOG_EVERY = 50
+"""Append the losses to ``metrics.jsonl`` every N generator steps."""
+
+
+def check_loop_params(params: Mapping[str, Any]) -> None:
+    """Raise a UserError naming the fix when a loop hyperparameter in ``params`` has a value the loop rejects."""
+    precision = params.get("precision", FAST_PATH_OFF["precision"])
+    if precision not in PRECISIONS:
+        raise UserError(f"--set precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if params["optimizer"] not in OPTIMIZERS:
+        raise UserError(f"--set optimizer={params['optimizer']!r}: choose one of {', '.join(OPTIMIZERS)}.")
+    for key in ("lr_g", "lr_d"):
+        if params[key] <= 0:
+            raise UserError(f"--set {key}={params[key]}: a learning rate must be positive.")
+    if params["n_critic"] < 1:
+        raise UserError(f"--set n_critic={params['n_critic']}: must be at least 1.")
+    if params["lr_schedule"] not in LR_SCHEDULES:
+        raise UserError(f"--set lr_schedule={params['lr_schedule']!r}: choose one of {', '.join(LR_SCHEDULES)}.")
+    if params["pac"] < 1:
+        raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
+                        "use pac=1 (no packing) or more.")
