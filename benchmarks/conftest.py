@@ -21,7 +21,7 @@ import torch
 
 import bench_support as support
 from ganbench.api import LoadedData
-from ganbench.planning.grid import DEFAULT_STEPS
+from ganbench.planning.defaults import DEFAULT_STEPS
 
 
 @dataclass

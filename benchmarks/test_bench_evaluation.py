@@ -18,6 +18,7 @@ from ganbench.evaluation.classifier import cached_classifier
 from ganbench.evaluation.context import EvaluationContext, run_metrics
 from ganbench.evaluation.extractors import classifier_extractor
 from ganbench.evaluation.features import count_label, extract_features, real_statistics, to_uint8_rgb
+from ganbench.planning import defaults
 from ganbench.training import fastpath
 
 CPU = torch.device("cpu")
@@ -46,7 +47,7 @@ def generator(registry):
     architecture = registry.get("architecture", "dcgan")
     torch.manual_seed(0)
     generator, discriminator = architecture.build((1, 28, 28), architecture.defaults)
-    generator, _ = fastpath.resolve(fastpath.DEFAULTS, CPU).prepare_modules(generator, discriminator)
+    generator, _ = fastpath.resolve(defaults.FAST_PATH_DEFAULTS, CPU).prepare_modules(generator, discriminator)
     return generator
 
 

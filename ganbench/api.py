@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 if TYPE_CHECKING:  # torch is imported lazily so `ganbench plugins` stays quick
     import torch
@@ -270,18 +270,38 @@ class Metric:
         return {}
 
 
-PLUGIN_TYPES: dict[str, type] = {
-    "architecture": Architecture,
-    "loss": Loss,
-    "dataset": Dataset,
-    "metric": Metric,
-}
-"""Kind name -> base class. One namespace of names per kind."""
+@dataclass(frozen=True)
+class PluginKind:
+    """One kind of plugin object: its base class, the hook that registers it, what it must implement."""
+
+    name: str
+    """Singular, as in messages and ``Registry.get(kind, name)``: ``loss``."""
+    plural: str
+    """As in the hook's name, the command-line axis and ``ganbench plugins``: ``losses``."""
+    base: type
+    """The class every registered object is an instance of."""
+    required: tuple[str, ...]
+    """Methods a subclass must override."""
+
+    @property
+    def hook(self) -> str:
+        """The hook that registers objects of this kind: ``register_losses``."""
+        return f"register_{self.plural}"
+
+
+PLUGIN_KINDS: Mapping[str, PluginKind] = {kind.name: kind for kind in (
+    PluginKind("architecture", "architectures", Architecture, ("build",)),
+    PluginKind("loss", "losses", Loss, ("discriminator_loss", "generator_loss")),
+    PluginKind("dataset", "datasets", Dataset, ("data_shape", "load")),
+    PluginKind("metric", "metrics", Metric, ("evaluate",)),
+)}
+"""Every kind of plugin object, by name: the one table the registry, :func:`validate`, the
+hooks (:mod:`ganbench.hookspecs`) and the conformance kit follow. One namespace of names per kind."""
 
 
 def validate(kind: str, obj: Any) -> None:
     """Raise ``ValueError`` with a sentence naming the problem when ``obj`` is not a valid ``kind``."""
-    base = PLUGIN_TYPES[kind]
+    base = PLUGIN_KINDS[kind].base
     if isinstance(obj, type):
         raise ValueError(f"register an instance, not the class {obj.__name__} (write {obj.__name__}())")
     if not isinstance(obj, base):
@@ -304,15 +324,7 @@ def validate(kind: str, obj: Any) -> None:
         raise ValueError(f"architecture {name!r}: `defaults` must contain 'latent_dim'")
     if kind == "dataset" and not obj.source:
         raise ValueError(f"dataset {name!r} has no `source` (say where its data comes from)")
-    required: dict[str, tuple[str, ...]] = {
-        "architecture": ("build",),
-        "loss": ("discriminator_loss", "generator_loss"),
-        "dataset": ("data_shape", "load"),
-        "metric": ("evaluate",),
-    }
-    for method in required[kind]:
+    for method in PLUGIN_KINDS[kind].required:
         if getattr(type(obj), method) is getattr(base, method):
             raise ValueError(f"{kind} {name!r} does not implement {method}()")
 
-
-RegisterFunction = Callable[[Any], None]

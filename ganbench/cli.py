@@ -13,14 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ganbench import __version__
+from ganbench.api import PLUGIN_KINDS
 from ganbench.errors import UserError
+from ganbench.planning.defaults import FAST_PATH_DEFAULTS, FAST_PATH_OFF, PRECISIONS
 from ganbench.planning.search import looks_like_distribution
-from ganbench.registry import KINDS, PLURAL, get_registry
-from ganbench.training.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
-from ganbench.training.fastpath import OFF as FAST_PATH_OFF
-from ganbench.training.fastpath import PRECISIONS
+from ganbench.registry import get_registry
 
-GRID_AXES = ("archs", "losses", "datasets", "seeds", "metrics")
 
 
 def _list(text: str | None) -> list[str] | None:
@@ -311,8 +309,8 @@ def plugins(context: click.Context, verbose: bool) -> None:
     """List installed plugins and everything they provide, by kind."""
     registry = _registry(context)
     console = Console()
-    for kind in KINDS:
-        table = Table(title=PLURAL[kind].capitalize(), title_justify="left")
+    for kind in PLUGIN_KINDS:
+        table = Table(title=PLUGIN_KINDS[kind].plural.capitalize(), title_justify="left")
         table.add_column("name", style="bold")
         table.add_column("description")
         if kind == "dataset":
@@ -427,8 +425,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ganbench: error: {error}", file=sys.stderr)
         sys.exit(2)
     except click.UsageError as error:
-        print(f"ganbench: error: {error.format_message()} (see ganbench {error.ctx.command.name if error.ctx else ''} --help)"
-              .replace("ganbench ganbench", "ganbench").replace("  ", " "), file=sys.stderr)
+        command = error.ctx.command_path if error.ctx else "ganbench"
+        print(f"ganbench: error: {error.format_message()} (see {command} --help)", file=sys.stderr)
         sys.exit(2)
     except click.ClickException as error:
         print(f"ganbench: error: {error.format_message()}", file=sys.stderr)

@@ -31,9 +31,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from ganbench.api import PLUGIN_TYPES, Architecture, DataRequest, Dataset, LoadedData, Loss, Metric, validate
+from ganbench.api import PLUGIN_KINDS, Architecture, DataRequest, Dataset, LoadedData, Loss, Metric, validate
 from ganbench.errors import UserError
-from ganbench.registry.loader import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginInfo
+from ganbench.registry.loader import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, PluginInfo, canonical_name
 
 if TYPE_CHECKING:
     import torch
@@ -138,7 +138,7 @@ def check_object(obj: Any, *, shapes: Sequence[tuple[int, ...]] = STANDARD_SHAPE
     Runs the same per-object checks as :func:`check_distribution`, except uniqueness of the
     name, which needs the installed plugins.
     """
-    kind = next((kind for kind, base in PLUGIN_TYPES.items() if isinstance(obj, base)), None)
+    kind = next((kind.name for kind in PLUGIN_KINDS.values() if isinstance(obj, kind.base)), None)
     if kind is None:
         raise TypeError(f"{obj!r} is not an instance of an Architecture, Loss, Dataset or Metric subclass")
     info = PluginInfo(name="(unregistered)", distribution="(unregistered)", version="",
@@ -189,16 +189,12 @@ def _require(condition: bool, message: str) -> None:
         raise _Failed(message)
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).strip().lower()
-
-
 class _Kit:
     """The registry of installed plugins and the options, shared by every check."""
 
     def __init__(self, distribution: str | None, *, shapes: Sequence[tuple[int, ...]] = STANDARD_SHAPES,
                  data_dir: str | None = None, load_datasets: bool = True):
-        self.distribution = _normalise(distribution) if distribution else "(unregistered)"
+        self.distribution = canonical_name(distribution) if distribution else "(unregistered)"
         self.shapes = [tuple(shape) for shape in shapes]
         self.data_dir = data_dir or os.environ.get("GANBENCH_DATA_DIR") or None
         self.load_datasets = load_datasets
@@ -214,7 +210,7 @@ class _Kit:
         return self._registry
 
     def entries(self) -> list[Entry]:
-        return [entry for kind in PLUGIN_TYPES for entry in self.registry.all(kind)
+        return [entry for kind in PLUGIN_KINDS for entry in self.registry.all(kind)
                 if entry.plugin.distribution == self.distribution]
 
     def subjects(self) -> list[str]:
@@ -232,15 +228,13 @@ class _Kit:
         results.run("metadata", _check_metadata, kind, obj)
         if plugin.distribution != "(unregistered)":
             results.run("name", self._check_unique, kind, obj)
-        if kind == "architecture":
-            self._check_architecture(obj, results)
-        elif kind == "loss":
-            _check_loss(obj, results)
-        elif kind == "dataset":
-            self._check_dataset(obj, results)
-        else:
-            self._check_metric(obj, results)
+        self._checks_of_kind()[kind](obj, results)
         return results.results
+
+    def _checks_of_kind(self) -> dict[str, Callable[[Any, _Results], None]]:
+        """The checks of each kind in :data:`ganbench.api.PLUGIN_KINDS`."""
+        return {"architecture": self._check_architecture, "loss": _check_loss, "dataset": self._check_dataset,
+                "metric": self._check_metric}
 
     # -- the distribution ----------------------------------------------------------------
 
@@ -287,7 +281,7 @@ class _Kit:
         from packaging.requirements import Requirement
 
         requirements = [Requirement(line) for line in metadata.distribution(self.distribution).requires or []]
-        ganbench = [r for r in requirements if _normalise(r.name) == BUILTIN_DISTRIBUTION and r.marker is None]
+        ganbench = [r for r in requirements if canonical_name(r.name) == BUILTIN_DISTRIBUTION and r.marker is None]
         _require(bool(ganbench), "does not depend on ganbench; add the versions it supports to "
                                  "[project] dependencies, e.g. \"ganbench>=0.1,<0.2\"")
         _require(bool(ganbench[0].specifier), f"depends on ganbench without saying which versions "
@@ -430,7 +424,7 @@ class _Results:
 
 
 def _loop_defaults() -> dict[str, Any]:
-    from ganbench.planning.grid import LOOP_DEFAULTS
+    from ganbench.planning.defaults import LOOP_DEFAULTS
 
     return dict(LOOP_DEFAULTS)
 
@@ -638,7 +632,7 @@ def _generator_loss(loss: Loss, fake: torch.Tensor, real_values: Sequence[float]
 
 
 def _check_loss_defaults(params: dict[str, Any]) -> None:
-    from ganbench.planning.grid import OPTIMIZERS
+    from ganbench.planning.defaults import OPTIMIZERS
 
     _require(params["optimizer"] in OPTIMIZERS, f"optimizer {params['optimizer']!r} is not one of {OPTIMIZERS}")
     for key in ("lr_g", "lr_d"):

@@ -5,7 +5,7 @@ Every grid runs through the real CLI (``ganbench run`` in a subprocess, one per 
 and configuration, all seeds in it), so the runs are what a user's would be. The
 configurations (``--set`` overrides on top of the grid):
 
-* ``off``: every fast-path setting off (``ganbench.training.fastpath.OFF``): the plain float32 loop.
+* ``off``: every fast-path setting off (``ganbench.planning.defaults.FAST_PATH_OFF``): the plain float32 loop.
 * ``on``: the fast path at its defaults (nothing set). On a CPU without native bfloat16,
   ``precision=auto`` resolves to float32, so "on" is channels_last + foreach optimisers;
   on a GPU it also means bfloat16 autocast for images.
@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ganbench.training.fastpath import OFF
+from ganbench.planning.defaults import FAST_PATH_OFF as OFF
 
 ROOT = Path(__file__).resolve().parents[1]
 ALPHA = 0.05

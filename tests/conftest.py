@@ -145,7 +145,7 @@ def run_cli(capsys, monkeypatch, tmp_path, cache_dir):
 @pytest.fixture
 def captured_runs(monkeypatch) -> list:
     """The runs the CLI hands to the runner, recorded instead of trained."""
-    from ganbench import runner as runner_module
+    from ganbench.execution import runner as runner_module
 
     runs = []
 

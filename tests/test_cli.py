@@ -19,10 +19,9 @@ import pytest
 import torch
 
 from ganbench.ledger.storage import read_json, write_json
+from ganbench.planning.defaults import FAST_PATH_DEFAULTS, FAST_PATH_OFF
 from ganbench.planning.grid import load_preset
 from ganbench.registry import get_registry
-from ganbench.training.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
-from ganbench.training.fastpath import OFF
 
 GANBENCH = Path(sys.executable).parent / "ganbench"
 """The console script installed next to this interpreter."""
@@ -249,7 +248,7 @@ def test_set_lr_doubles_the_runs_and_sets_both_learning_rates(run_cli, captured_
 
 FAST_PATH_GRID = ("--archs", "mlp", "--losses", "ns,wgan-gp", "--datasets", "ring8,grid25", "--seeds", "0,1",
                   "--metrics", "none")
-NO_FAST_PATH_SETS = tuple(arg for key, value in OFF.items()
+NO_FAST_PATH_SETS = tuple(arg for key, value in FAST_PATH_OFF.items()
                           for arg in ("--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"))
 
 
@@ -269,8 +268,8 @@ def expanded(run_cli, captured_runs, *args: str) -> list:
     (["--channels-last"], ["--set", "channels_last=true"], {"channels_last": True}),
     (["--compile"], ["--set", "compile=true"], {"compile": True}),
     (["--tf32"], ["--set", "tf32=true"], {"tf32": True}),
-    (["--no-fast-path"], list(NO_FAST_PATH_SETS), dict(OFF)),
-    (["--no-fast-path", "--no-channels-last", "--set", "precision=fp32"], list(NO_FAST_PATH_SETS), dict(OFF)),
+    (["--no-fast-path"], list(NO_FAST_PATH_SETS), dict(FAST_PATH_OFF)),
+    (["--no-fast-path", "--no-channels-last", "--set", "precision=fp32"], list(NO_FAST_PATH_SETS), dict(FAST_PATH_OFF)),
     (["--tf32", "--no-channels-last", "--precision", "bf16"],
      ["--set", "tf32=true", "--set", "channels_last=false", "--set", "precision=bf16"],
      {"tf32": True, "channels_last": False, "precision": "bf16"}),
@@ -291,7 +290,7 @@ def test_a_fast_path_flag_gives_the_same_run_ids_as_its_set(run_cli, captured_ru
 
 def test_no_fast_path_trains_every_setting_as_fastpath_off(run_cli, captured_runs):
     runs = expanded(run_cli, captured_runs, "--no-fast-path")
-    assert runs and all({key: run.params[key] for key in OFF} == dict(OFF) for run in runs)
+    assert runs and all({key: run.params[key] for key in FAST_PATH_OFF} == dict(FAST_PATH_OFF) for run in runs)
 
 
 def test_a_fast_path_flag_replaces_the_setting_of_a_grid_file(run_cli, captured_runs, tmp_path):
@@ -325,3 +324,11 @@ def test_run_help_lists_the_fast_path_flags(run_cli):
     for flag in ("--precision [auto|fp32|bf16]", "--channels-last / --no-channels-last", "--compile", "--tf32",
                  "--no-fast-path"):
         assert flag in stdout, flag
+
+
+@pytest.mark.parametrize("args, hint", [(["--bogus"], "(see ganbench --help)"),
+                                        (["run", "--bogus"], "(see ganbench run --help)"),
+                                        (["report"], "(see ganbench report --help)")])
+def test_a_usage_error_names_the_help_of_the_command_it_is_about(run_cli, args, hint):
+    code, stdout, err = run_cli(*args)
+    assert one_line_error(code, err).endswith(hint)

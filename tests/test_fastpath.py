@@ -16,6 +16,7 @@ from ganbench.api import DataRequest
 from ganbench.errors import UserError
 from ganbench.execution.worker import execute_run
 from ganbench.ledger.storage import read_json, read_jsonl
+from ganbench.planning import defaults
 from ganbench.planning.grid import GridSpec, expand
 from ganbench.registry import build_registry
 from ganbench.training import fastpath
@@ -98,7 +99,7 @@ def assert_states(actual: dict, expected: dict, exact: bool) -> None:
 @pytest.mark.parametrize("loss", ["ns", "wgan-gp", "wgan"])
 def test_fast_path_off_trains_exactly_like_the_plain_fp32_loop(loss, tmp_path, registry, shared_data_dir,
                                                                cache_dir):
-    spec = small_dcgan(registry, loss, **fastpath.OFF)
+    spec = small_dcgan(registry, loss, **defaults.FAST_PATH_OFF)
     state, directory = train(spec, tmp_path, registry, shared_data_dir, cache_dir)
     generator, discriminator = plain_fp32_loop(spec, registry, shared_data_dir, cache_dir)
     assert_states(state["generator"], generator, exact=True)
@@ -108,7 +109,7 @@ def test_fast_path_off_trains_exactly_like_the_plain_fp32_loop(loss, tmp_path, r
 
 def test_foreach_optimiser_kernels_give_exactly_the_numbers_of_the_per_parameter_loop_on_cpu(
         tmp_path, registry, shared_data_dir, cache_dir):
-    spec = small_dcgan(registry, "wgan-gp", **{**fastpath.OFF, "fused_optimizers": True})
+    spec = small_dcgan(registry, "wgan-gp", **{**defaults.FAST_PATH_OFF, "fused_optimizers": True})
     state, directory = train(spec, tmp_path, registry, shared_data_dir, cache_dir)
     generator, discriminator = plain_fp32_loop(spec, registry, shared_data_dir, cache_dir)
     assert_states(state["generator"], generator, exact=True)
@@ -170,7 +171,7 @@ def test_channels_last_gives_the_same_outputs_and_gradients_within_tolerance(dat
     torch.manual_seed(0)
     generator, discriminator = registry.get("architecture", "dcgan").build(data_shape, params)
     plain = (copy.deepcopy(generator), copy.deepcopy(discriminator))
-    fast = fastpath.resolve({**fastpath.OFF, "channels_last": True}, torch.device("cpu"))
+    fast = fastpath.resolve({**defaults.FAST_PATH_OFF, "channels_last": True}, torch.device("cpu"))
     generator, discriminator = fast.prepare_modules(generator, discriminator)
     assert next(p for p in generator.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
 
@@ -193,7 +194,7 @@ def test_channels_last_gives_the_same_outputs_and_gradients_within_tolerance(dat
 def test_models_without_convolutions_keep_their_layout(registry):
     params = registry.get("architecture", "mlp").defaults
     generator, discriminator = registry.get("architecture", "mlp").build((1, 28, 28), params)
-    fast = fastpath.resolve(fastpath.DEFAULTS, torch.device("cpu"))
+    fast = fastpath.resolve(defaults.FAST_PATH_DEFAULTS, torch.device("cpu"))
     assert fast.prepare_modules(generator, discriminator) == (generator, discriminator)
     assert fast.prepare_data(torch.zeros(4, 1, 28, 28), discriminator).is_contiguous()
 
@@ -224,7 +225,7 @@ def test_default_fast_path_on_2d_points_trains_bit_for_bit_like_the_fast_path_of
                     metrics=["none"], checkpoint_every=1000, sample_every=1000,
                     sets={"mlp_width": [32], "num_points": [2000]})
     default, = expand(grid, registry)
-    off, = expand(dataclasses.replace(grid, sets={**grid.sets, **{k: [v] for k, v in fastpath.OFF.items()}}),
+    off, = expand(dataclasses.replace(grid, sets={**grid.sets, **{k: [v] for k, v in defaults.FAST_PATH_OFF.items()}}),
                   registry)
     states = [train(spec, tmp_path, registry, tmp_path, cache_dir)[0] for spec in (default, off)]
     assert_states(states[0]["generator"], states[1]["generator"], exact=True)
@@ -233,12 +234,12 @@ def test_default_fast_path_on_2d_points_trains_bit_for_bit_like_the_fast_path_of
 
 def test_settings_a_run_lacks_are_off_so_old_runs_resume_unchanged():
     fast = fastpath.resolve({"optimizer": "adam"}, torch.device("cpu"))
-    assert fast == fastpath.resolve(fastpath.OFF, torch.device("cpu"))
+    assert fast == fastpath.resolve(defaults.FAST_PATH_OFF, torch.device("cpu"))
     assert fast.autocast_dtype is None and not fast.channels_last and fast.optimizer_options("adam") == {}
 
 
 def test_compile_leaves_the_discriminator_alone_when_the_loss_differentiates_it_twice():
-    settings = {**fastpath.DEFAULTS, "compile": True}
+    settings = {**defaults.FAST_PATH_DEFAULTS, "compile": True}
     assert fastpath.resolve(settings, torch.device("cpu")).compile_discriminator
     with_penalty = fastpath.resolve(settings, torch.device("cpu"), double_backward=True)
     assert with_penalty.compile and not with_penalty.compile_discriminator

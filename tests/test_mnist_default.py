@@ -15,7 +15,8 @@ import scipy.linalg
 import torch
 
 from ganbench.cli import main
-from ganbench.planning.grid import DEFAULT_STEPS, GridSpec, expand, load_grid_file
+from ganbench.planning.defaults import DEFAULT_STEPS
+from ganbench.planning.grid import GridSpec, expand, load_grid_file
 from ganbench.registry import get_registry
 from metrics_support import SHARED_DATA, load_mnist, shared_cache  # noqa: F401
 

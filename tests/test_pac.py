@@ -19,8 +19,8 @@ from ganbench.errors import UserError
 from ganbench.execution.worker import execute_pack, execute_run
 from ganbench.ledger.storage import read_json
 from ganbench.planning.grid import GridSpec, expand
+from ganbench.planning.pac import pack_samples, packed_shape
 from ganbench.registry import build_registry
-from ganbench.training.pac import pack_samples, packed_shape
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

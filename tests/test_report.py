@@ -42,7 +42,7 @@ THROUGHPUT = {"ns": [1000.0, 1100.0, 1050.0], "lsgan": [900.0, 950.0, 1000.0], "
 
 
 def defaults(architecture: str, loss: str, dataset: str) -> dict:
-    from ganbench.planning.grid import LOOP_DEFAULTS
+    from ganbench.planning.defaults import LOOP_DEFAULTS
 
     params = dict(LOOP_DEFAULTS)
     for kind, name in (("loss", loss), ("architecture", architecture), ("dataset", dataset)):

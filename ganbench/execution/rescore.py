@@ -29,12 +29,13 @@ import torch
 from ganbench.api import DataRequest
 from ganbench.errors import UserError
 from ganbench.evaluation.context import Evaluation, EvaluationContext, run_metrics
-from ganbench.execution.devices import device_description
 from ganbench.ledger.runs import RunBusy, RunDirectory, lock_output, write_results
+from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import append_jsonl, read_json
 from ganbench.planning.grid import coerce
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
+from ganbench.training.hardware import device_description
 from ganbench.training.loop import load_checkpoint, load_real_data
 
 Warn = Callable[[str], None]
@@ -176,7 +177,7 @@ def rescore(path: Path, metric_names: list[str], overrides: Mapping[str, Any], *
         raise UserError("--metrics: name at least one metric (e.g. --metrics fid).")
     directories = find_run_directories(path)
     with _locked(directories):
-        finished = [d for d in directories if d.status().get("status") == "done"]
+        finished = [d for d in directories if d.status().get("status") == RunStatus.DONE]
         check_metrics_apply([read_spec(d) for d in finished], metric_names, registry)
         scored = 0
         for directory in finished:

@@ -17,7 +17,8 @@ from ganbench.execution.devices import (RunSize, available_memory_bytes, cpu_cor
                               measure_run_size, visible_gpus)
 from ganbench.execution.executors import make_executor
 from ganbench.execution.executors.base import STOP_FILE, RunOptions
-from ganbench.ledger.runs import FINISHED, RunDirectory, lock_output, write_results
+from ganbench.ledger.runs import RunDirectory, lock_output, write_results
+from ganbench.ledger.statuses import FINISHED, RunStatus
 from ganbench.ledger.storage import csv_problem, ensure_writable_directory, remove_temporaries
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
@@ -167,7 +168,7 @@ class _Progress:
             self.display.advance(self.grid_task)
         else:
             self.console.print(f"end {escape(spec.label)}: {status} in {seconds:.1f}s", highlight=False)
-        if error and status not in ("done", "interrupted"):
+        if error and status not in (RunStatus.DONE, RunStatus.INTERRUPTED):
             self.console.print(f"[red]{escape(spec.label)}: {status}[/red]: {escape(error)}", highlight=False)
         try:
             write_results(self.out)

@@ -40,6 +40,7 @@ import torch
 from ganbench.errors import UserError
 from ganbench.errors import Interrupted
 from ganbench.ledger.runs import RunBusy, RunDirectory, run_directory
+from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import remove_temporaries
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
@@ -70,7 +71,7 @@ def execute_run(spec: RunSpec, out: Path, *, registry: Registry, device: torch.d
                                    cache_dir=cache_dir, should_stop=should_stop, on_progress=on_progress,
                                    interruptible=interruptible, placement=dict(placement or {}))
     except RunBusy as busy:  # never write the status of a run another process is training
-        return Outcome("running", directory.status().get("step", 0), 0.0, error=str(busy))
+        return Outcome(RunStatus.RUNNING, directory.status().get("step", 0), 0.0, error=str(busy))
 
 
 def _execute_locked(spec: RunSpec, directory: RunDirectory, *, registry: Registry, device: torch.device,
@@ -116,7 +117,7 @@ def execute_pack(specs: Sequence[RunSpec], out: Path, *, registry: Registry, dev
             try:
                 locks.enter_context(directory.lock(wait_seconds=RUN_LOCK_WAIT_SECONDS))
             except RunBusy as busy:
-                outcomes[spec.run_id] = Outcome("running", directory.status().get("step", 0), 0.0, error=str(busy))
+                outcomes[spec.run_id] = Outcome(RunStatus.RUNNING, directory.status().get("step", 0), 0.0, error=str(busy))
                 continue
             _begin(spec, directory, device, placement)
             packed.append((spec, directory))
@@ -152,7 +153,7 @@ def _record_interrupted(directory: RunDirectory, stop: Interrupted, placement: M
                         started: float) -> None:
     directory.log_line(f"interrupted: {stop}")
     with contextlib.suppress(OSError, UserError):
-        directory.write_status("interrupted", error=str(stop),
+        directory.write_status(RunStatus.INTERRUPTED, error=str(stop),
                                placement={**placement, "started": started, "ended": time.time()})
 
 
@@ -160,11 +161,11 @@ def _failure(error: Exception, directory: RunDirectory) -> Outcome:
     """The outcome of a run whose training raised ``error``."""
     step = directory.status().get("step", 0)
     if isinstance(error, torch.cuda.OutOfMemoryError):
-        return Outcome("oom", step, 0.0, error=_one_line(error))
+        return Outcome(RunStatus.OOM, step, 0.0, error=_one_line(error))
     if isinstance(error, UserError):  # bad data, a full disk: the message says what to do
-        return Outcome("failed", step, 0.0, error=str(error))
+        return Outcome(RunStatus.FAILED, step, 0.0, error=str(error))
     directory.log_line(traceback.format_exc())  # a bug in a plugin or in ganbench: keep the grid going
-    return Outcome("failed", step, 0.0, error=f"{type(error).__name__}: {_one_line(error)}")
+    return Outcome(RunStatus.FAILED, step, 0.0, error=f"{type(error).__name__}: {_one_line(error)}")
 
 
 def _record_end(directory: RunDirectory, outcome: Outcome, placement: Mapping[str, Any], started: float) -> None:
@@ -338,16 +339,16 @@ def run_job(job: Job, events: _Events, stop: _StopFlag) -> None:
                 job.spec, Path(job.out), **common, on_progress=lambda step, total, rate: events.send(
                     "progress", run_id=job.spec.run_id, step=step, total=total, rate=rate))}
     except Interrupted as interruption:
-        send_ends("interrupted", str(interruption))
+        send_ends(RunStatus.INTERRUPTED, str(interruption))
         return
     except BaseException as error:  # noqa: BLE001 - outside execute_run: say so, let the launcher record it
         traceback.print_exc()
         for run_id, directory in directories.items():
-            events.send("end", run_id=run_id, status="failed", step=directory.status().get("step", 0),
+            events.send("end", run_id=run_id, status=RunStatus.FAILED, step=directory.status().get("step", 0),
                         error=f"{type(error).__name__}: {_one_line(error)}", recorded=False)
         return
     for run_id, outcome in outcomes.items():
-        recorded = outcome.status == "running" or directories[run_id].status().get("status") == outcome.status
+        recorded = outcome.status == RunStatus.RUNNING or directories[run_id].status().get("status") == outcome.status
         events.send("end", run_id=run_id, status=outcome.status, step=outcome.step, error=outcome.error,
                     wall_seconds=outcome.wall_seconds, recorded=recorded)
 

@@ -23,15 +23,15 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ganbench.errors import UserError
+from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import SymlinkRefused, atomic_write, open_append, open_no_follow, read_json, write_json
-from ganbench.planning.spec import RunSpec
 
-FINISHED = ("done", "diverged")
-"""Statuses a re-run skips. ``failed``, ``interrupted``, ``oom`` and ``running`` resume."""
-STATUSES = ("pending", "running", "done", "diverged", "failed", "interrupted", "oom")
+if TYPE_CHECKING:
+    from ganbench.planning.spec import RunSpec
+
 
 
 class RunBusy(Exception):
@@ -90,9 +90,9 @@ class RunDirectory:
     def read_status(self) -> tuple[dict[str, Any], bool]:
         """The status record and whether a status file exists but could not be read."""
         record = read_json(self.status_file)
-        if isinstance(record, dict) and record.get("status") in STATUSES:
+        if isinstance(record, dict) and record.get("status") in tuple(RunStatus):
             return record, False
-        return {"status": "pending", "step": 0}, self.status_file.exists()
+        return {"status": RunStatus.PENDING, "step": 0}, self.status_file.exists()
 
     def write_status(self, status: str, **fields: Any) -> None:
         record = {**self.status(), **fields, "status": status, "updated": time.time()}

@@ -28,7 +28,7 @@ FAST_PATH_OFF: Mapping[str, Any] = {"precision": "fp32", "channels_last": False,
 
 LOOP_DEFAULTS: Mapping[str, Any] = {
     "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
-    "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.training.pac)
+    "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.planning.pac)
     "lr_schedule": "constant",
     **FAST_PATH_DEFAULTS,
 }
@@ -48,11 +48,16 @@ LOG_EVERY = 50
 """Append the losses to ``metrics.jsonl`` every N generator steps."""
 
 
-def check_loop_params(params: Mapping[str, Any]) -> None:
-    """Raise a UserError naming the fix when a loop hyperparameter in ``params`` has a value the loop rejects."""
+def check_precision(params: Mapping[str, Any]) -> None:
+    """Raise a UserError naming the fix when ``params`` has a ``precision`` the fast path does not know."""
     precision = params.get("precision", FAST_PATH_OFF["precision"])
     if precision not in PRECISIONS:
         raise UserError(f"--set precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
+
+
+def check_loop_params(params: Mapping[str, Any]) -> None:
+    """Raise a UserError naming the fix when a loop hyperparameter in ``params`` has a value the loop rejects."""
+    check_precision(params)
     if params["optimizer"] not in OPTIMIZERS:
         raise UserError(f"--set optimizer={params['optimizer']!r}: choose one of {', '.join(OPTIMIZERS)}.")
     for key in ("lr_g", "lr_d"):

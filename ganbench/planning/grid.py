@@ -18,30 +18,19 @@ from typing import Any, Mapping
 
 from ganbench import __version__
 from ganbench.errors import UserError
+from ganbench.planning import defaults
+from ganbench.planning.defaults import DEFAULT_STEPS, LOOP_DEFAULTS, check_loop_params
+from ganbench.planning.pac import packed_shape
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.training.fastpath import DEFAULTS as FAST_PATH_DEFAULTS
-from ganbench.training.fastpath import check_params as check_fast_path
-from ganbench.training.pac import packed_shape
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-LOOP_DEFAULTS: Mapping[str, Any] = {
-    "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
-    "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.training.pac)
-    "lr_schedule": "constant",  # or "linear": both learning rates fall linearly to 0 at the last step
-    **FAST_PATH_DEFAULTS,  # precision, channels_last...: see ganbench.training.fastpath
-}
-"""Training-loop hyperparameters, used when a loss does not recommend its own."""
-DEFAULT_STEPS = 1000
-"""Generator steps of a run when neither the grid nor the dataset (``recommended_steps``) says."""
 SHORTCUTS = {"lr": ("lr_g", "lr_d")}
 """``--set lr=X`` sets both learning rates."""
-OPTIMIZERS = ("adam", "rmsprop")
-LR_SCHEDULES = ("constant", "linear")
 
 
 @dataclass
@@ -57,13 +46,13 @@ class GridSpec:
     steps: int | None = None
     """Generator steps of every run; None (not given): each dataset's ``recommended_steps``,
     else :data:`DEFAULT_STEPS`."""
-    batch_size: int = 64
+    batch_size: int = defaults.BATCH_SIZE
     split: str = "train"
     metrics: list[str] = field(default_factory=lambda: ["auto"])
-    eval_every: int = 0
-    checkpoint_every: int = 500
-    sample_every: int = 500
-    log_every: int = 50
+    eval_every: int = defaults.EVAL_EVERY
+    checkpoint_every: int = defaults.CHECKPOINT_EVERY
+    sample_every: int = defaults.SAMPLE_EVERY
+    log_every: int = defaults.LOG_EVERY
     save_samples: bool = False
     budget: int = 0
     """Random search: settings drawn per (architecture, loss, dataset) from the ``--set``
@@ -164,22 +153,6 @@ def coerce(key: str, value: Any, default: Any) -> Any:
     raise UserError(f"--set {key}={value!r}: expected {expected.__name__} (like {default!r}).")
 
 
-def _check_params(params: dict[str, Any]) -> None:
-    check_fast_path(params)
-    if params["optimizer"] not in OPTIMIZERS:
-        raise UserError(f"--set optimizer={params['optimizer']!r}: choose one of {', '.join(OPTIMIZERS)}.")
-    for key in ("lr_g", "lr_d"):
-        if params[key] <= 0:
-            raise UserError(f"--set {key}={params[key]}: a learning rate must be positive.")
-    if params["n_critic"] < 1:
-        raise UserError(f"--set n_critic={params['n_critic']}: must be at least 1.")
-    if params["lr_schedule"] not in LR_SCHEDULES:
-        raise UserError(f"--set lr_schedule={params['lr_schedule']!r}: choose one of {', '.join(LR_SCHEDULES)}.")
-    if params["pac"] < 1:
-        raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
-                        "use pac=1 (no packing) or more.")
-
-
 def steps_for(grid: GridSpec, dataset: Any) -> int:
     """The steps of a run on ``dataset``: the grid's, else the dataset's recommended, else the default."""
     if grid.steps is not None:
@@ -250,7 +223,7 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
             for targets, value in zip(relevant, combination):
                 for key in (key for key in targets if key in defaults):
                     params[key] = coerce(key, value, defaults[key])
-            _check_params(params)
+            check_loop_params(params)
             shape = dataset.data_shape(params)
             reason = arch.unsupported_reason(shape, params)
             if reason:

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from ganbench.planning import defaults
+
 IDENTITY_FIELDS = ("architecture", "loss", "dataset", "seed", "steps", "batch_size", "split",
                    "params", "versions")
 """What a run's id is derived from: everything that changes what is trained. Evaluation
@@ -37,11 +39,11 @@ class RunSpec:
     metrics: tuple[str, ...] = ()
     evaluation: Mapping[str, Any] = field(default_factory=dict)
     """Resolved settings of the chosen metrics (sample counts, extractor...)."""
-    eval_every: int = 0
+    eval_every: int = defaults.EVAL_EVERY
     """Evaluate every N steps as well as at the end (0: only at the end)."""
-    checkpoint_every: int = 500
-    sample_every: int = 500
-    log_every: int = 50
+    checkpoint_every: int = defaults.CHECKPOINT_EVERY
+    sample_every: int = defaults.SAMPLE_EVERY
+    log_every: int = defaults.LOG_EVERY
     save_samples: bool = False
 
     @property

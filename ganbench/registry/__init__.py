@@ -14,18 +14,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganbench.api import PLUGIN_TYPES, validate
+from ganbench.api import PLUGIN_KINDS, validate
 from ganbench.errors import UserError
 from ganbench.registry.loader import PluginInfo, build_plugin_manager
 
-KINDS = tuple(PLUGIN_TYPES)
-HOOK_OF_KIND = {
-    "architecture": "register_architectures",
-    "loss": "register_losses",
-    "dataset": "register_datasets",
-    "metric": "register_metrics",
-}
-PLURAL = {"architecture": "architectures", "loss": "losses", "dataset": "datasets", "metric": "metrics"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +39,7 @@ class Registry:
 
     plugins: list[PluginInfo]
     manager: Any = None
-    entries: dict[str, dict[str, list[Entry]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    entries: dict[str, dict[str, list[Entry]]] = field(default_factory=lambda: {kind: {} for kind in PLUGIN_KINDS})
     withdrawn: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
     """``(kind, name) -> plugin`` for objects a plugin registered before it failed (it was skipped)."""
 
@@ -61,7 +53,7 @@ class Registry:
 
     def conflicts(self) -> list[tuple[str, str, list[Entry]]]:
         """``(kind, name, entries)`` for every name claimed by more than one plugin."""
-        return [(kind, name, entries) for kind in KINDS
+        return [(kind, name, entries) for kind in PLUGIN_KINDS
                 for name, entries in sorted(self.entries[kind].items()) if len(entries) > 1]
 
     def entry(self, kind: str, name: str) -> Entry:
@@ -81,7 +73,7 @@ class Registry:
             if broken:
                 listed = "; ".join(f"{info.name}: {info.error}" for info in broken)
                 note = f" Skipped plugins, which may hold it: {listed}."
-            raise UserError(f"unknown {kind} '{name}'.{hint} Available {PLURAL[kind]}: "
+            raise UserError(f"unknown {kind} '{name}'.{hint} Available {PLUGIN_KINDS[kind].plural}: "
                             f"{', '.join(available) or '(none installed)'}.{note}")
         if len(entries) > 1:
             owners = " and ".join(f"{e.plugin.distribution} ({e.plugin.name})" for e in entries)
@@ -118,13 +110,14 @@ def build_registry(disabled: tuple[str, ...] = ()) -> Registry:
     # Only loaded plugins: a rejected duplicate entry point must not shadow the one that loaded.
     by_name = {info.name: info for info in plugins if info.error is None}
     collected: dict[str, list[Entry]] = {}
-    for kind, hook_name in HOOK_OF_KIND.items():
+    for kind in PLUGIN_KINDS.values():
+        hook_name = kind.hook
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
             info = by_name[impl.plugin_name]
             if info.error:
                 continue
             try:
-                _call_hook(impl, kind, info, collected.setdefault(info.name, []))
+                _call_hook(impl, kind.name, info, collected.setdefault(info.name, []))
             except Exception as error:  # reported per plugin, never fatal
                 info.error = f"{hook_name} raised {type(error).__name__}: {error}"
     for info in plugins:

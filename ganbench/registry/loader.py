@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -46,11 +47,12 @@ def _allowed_distributions() -> set[str] | None:
     value = os.environ.get(ALLOWLIST_VARIABLE)
     if value is None:
         return None
-    return {_normalise(name) for name in value.split(",") if name.strip()}
+    return {canonical_name(name) for name in value.split(",") if name.strip()}
 
 
-def _normalise(distribution: str) -> str:
-    return distribution.strip().lower().replace("_", "-")
+def canonical_name(name: str) -> str:
+    """``name`` as distribution names compare (PEP 503): lowercase, runs of ``-``, ``_`` and ``.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def _incompatibility(dist: metadata.Distribution) -> str | None:
@@ -64,7 +66,7 @@ def _incompatibility(dist: metadata.Distribution) -> str | None:
             requirement = Requirement(line)
         except InvalidRequirement:
             continue
-        if _normalise(requirement.name) != BUILTIN_DISTRIBUTION or requirement.marker is not None:
+        if canonical_name(requirement.name) != BUILTIN_DISTRIBUTION or requirement.marker is not None:
             continue
         if requirement.specifier and not requirement.specifier.contains(__version__, prereleases=True):
             return (f"requires ganbench{requirement.specifier} but ganbench {__version__} is installed; "
@@ -92,15 +94,15 @@ def build_plugin_manager(disabled: tuple[str, ...] = ()) -> tuple[pluggy.PluginM
     manager = pluggy.PluginManager("ganbench")
     manager.add_hookspecs(hookspecs)
     allowed = _allowed_distributions()
-    blocked = {_normalise(item) for item in disabled}
+    blocked = {canonical_name(item) for item in disabled}
     infos: list[PluginInfo] = []
     for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
                               key=lambda ep: (ep.dist.name if ep.dist else "", ep.name)):
         dist = entry_point.dist
-        dist_name = _normalise(dist.name) if dist else "unknown"
+        dist_name = canonical_name(dist.name) if dist else "unknown"
         info = PluginInfo(name=f"{dist_name}:{entry_point.name}", distribution=dist_name,
                           version=dist.version if dist else "?", module=entry_point.value)
-        if {info.name, _normalise(entry_point.name), dist_name} & blocked:
+        if {canonical_name(info.name), canonical_name(entry_point.name), dist_name} & blocked:
             continue
         if not info.builtin and allowed is not None and dist_name not in allowed:
             continue

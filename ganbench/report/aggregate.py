@@ -18,11 +18,12 @@ from scipy import stats
 
 from ganbench import __version__
 from ganbench.errors import UserError
+from ganbench.ledger.statuses import FAILED, UNFINISHED, RunStatus
 from ganbench.report.caveats import NotMeaningful, judges_of, not_meaningful_in
 from ganbench.report.directions import (PRIMARY_PREFERENCE, THROUGHPUT, Direction, direction_of,
                                         quality_columns)
 from ganbench.report.reproduce import reproduce_command, version_differences
-from ganbench.report.runs import FAILED, UNFINISHED, RunSet, protocols_of, recorded_hardware
+from ganbench.report.runs import RunSet, protocols_of, recorded_hardware
 from ganbench.report.significance import ALPHA, Verdict, compare_with_best
 
 CONFIDENCE = 0.95
@@ -198,10 +199,10 @@ def aggregate(runs: RunSet, sort: str | None = None, alpha: float = ALPHA, regis
         raise UserError(f"--sort {sort}: no finished run has that metric. Available: "
                         f"{', '.join(runs.metric_columns) or 'none (no run finished with metrics)'}.")
     labels = _labels(runs)
-    done = frame[frame["status"] == "done"]
+    done = frame[frame["status"] == RunStatus.DONE]
     # pandas does the counting and the grouping; summarize() adds the t-interval per group.
     counts = frame.groupby("config_id")["status"].agg(
-        runs="size", done=lambda s: int((s == "done").sum()), diverged=lambda s: int((s == "diverged").sum()),
+        runs="size", done=lambda s: int((s == RunStatus.DONE).sum()), diverged=lambda s: int((s == RunStatus.DIVERGED).sum()),
         failed=lambda s: int(s.isin(FAILED).sum()), unfinished=lambda s: int(s.isin(UNFINISHED).sum()))
     judges, judge_notes = judges_of(registry)
     configs = []

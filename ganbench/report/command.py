@@ -10,12 +10,12 @@ import click
 from rich.console import Console
 
 from ganbench.errors import UserError
-
-ALPHA = 0.05
+from ganbench.report.significance import ALPHA
 
 
 def _hardware_here() -> str:
-    from ganbench.execution.devices import device_description, resolve_device
+    from ganbench.execution.devices import resolve_device
+    from ganbench.training.hardware import device_description
 
     return device_description(resolve_device("auto"))
 

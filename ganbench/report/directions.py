@@ -52,10 +52,6 @@ class Direction:
     def arrow(self) -> str:
         return {LOWER: "↓", HIGHER: "↑"}.get(self.better, "")
 
-    def is_better(self, a: float, b: float) -> bool:
-        """Whether value ``a`` is strictly better than ``b``."""
-        return a < b if self.better == LOWER else a > b
-
 
 def direction_of(column: str) -> Direction:
     """The direction and kind of ``column``, from the first rule whose pattern it matches."""

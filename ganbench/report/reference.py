@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ganbench.errors import UserError
+from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import atomic_write
 from ganbench.report.runs import RunSet
 
@@ -151,7 +152,7 @@ def _matches(config: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
 
 def compare(reference: Reference, runs: RunSet) -> list[ComparedRow]:
     """Every published row beside the mean and standard error of its finished runs."""
-    frame = runs.frame[runs.frame["status"] == "done"]
+    frame = runs.frame[runs.frame["status"] == RunStatus.DONE]
     compared = []
     for row in reference.rows:
         config_ids = [cid for cid, config in runs.configs.items() if _matches(config, row.match)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Mapping, Sequence
 
-from ganbench.planning.grid import LOOP_DEFAULTS
+from ganbench.planning.defaults import LOOP_DEFAULTS
 
 
 def _value(value: Any) -> str:

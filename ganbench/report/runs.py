@@ -19,6 +19,7 @@ import pandas as pd
 
 from ganbench.errors import UserError
 from ganbench.ledger.runs import RunDirectory
+from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import read_json
 from ganbench.planning.spec import IDENTITY_FIELDS
 
@@ -26,8 +27,6 @@ CONFIG_FIELDS = tuple(name for name in IDENTITY_FIELDS if name != "seed")
 """What makes two runs seeds of one config: the run id's fields without the seed."""
 RUN_COLUMNS = ("out", "run_dir", "run_id", "config_id", "architecture", "loss", "dataset", "split",
                "seed", "steps", "batch_size", "status", "step", "wall_seconds", "error")
-FAILED = ("failed", "oom")
-UNFINISHED = ("pending", "running", "interrupted")
 
 
 @dataclass
@@ -90,10 +89,10 @@ def load_runs(out_dirs: list[Path] | tuple[Path, ...]) -> RunSet:
             row = {"out": str(out), "run_dir": str(config_file.parent), "run_id": run_id, "config_id": identity,
                    **{name: config.get(name) for name in ("architecture", "loss", "dataset", "split", "seed",
                                                           "steps", "batch_size")},
-                   "status": status.get("status", "pending"), "step": status.get("step", 0),
+                   "status": status.get("status", RunStatus.PENDING), "step": status.get("step", 0),
                    "wall_seconds": _number(status.get("wall_seconds")), "error": status.get("error", "")}
             metrics = status.get("metrics") or {}
-            if row["status"] == "done":  # only finished runs' figures are final
+            if row["status"] == RunStatus.DONE:  # only finished runs' figures are final
                 for column, value in metrics.items():
                     key = column if column not in RUN_COLUMNS else f"metric:{column}"
                     if key not in metric_columns:

@@ -25,9 +25,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
-from scipy import stats
-
 from ganbench.report.directions import LOWER
 
 ALPHA = 0.05
@@ -63,6 +60,9 @@ def format_p(p: float) -> str:
 
 def welch_worse_p(candidate: Sequence[float], best: Sequence[float], better: str) -> float | None:
     """One-sided p-value of "``candidate`` is worse than ``best``"; None when either has n < 2."""
+    import numpy as np
+    from scipy import stats  # imported here: `ganbench --help` should not wait for scipy
+
     a, b = np.asarray(candidate, dtype=np.float64), np.asarray(best, dtype=np.float64)
     if len(a) < 2 or len(b) < 2:
         return None
@@ -93,6 +93,8 @@ def compare_with_best(samples: dict[str, Sequence[float]], better: str, alpha: f
 
     ``better`` is ``lower`` or ``higher``; configs without values get ``no data``.
     """
+    import numpy as np
+
     with_values = {key: list(values) for key, values in samples.items() if len(values)}
     verdicts = {key: Verdict(NO_DATA) for key in samples if key not in with_values}
     if not with_values:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ganbench.report.aggregate import Comparison, ConfigSummary, Summary
 from ganbench.report.caveats import MARK
@@ -37,25 +38,23 @@ def mean_std(summary: Summary | None, pm: str = " ± ", finished: int | None = N
     With ``finished`` (the config's finished seeds), ``(n=2)`` is added when fewer of them
     have a value (e.g. a reverse KL that is undefined for a collapsed seed).
     """
-    if summary is None or not summary.n:
-        return MISSING
-    decimals = decimals_for(summary.mean)
-    text = number(summary.mean, decimals)
-    if summary.n >= 2:
-        text += f"{pm}{number(summary.std, decimals)}"
-    if finished is not None and summary.n < finished:
-        text += f" (n={summary.n})"
-    return text
+    return _mean_and_spread(summary, pm, lambda summary: summary.std, finished)
 
 
 def mean_ci(summary: Summary | None, finished: int | None = None) -> str:
     """``7.33 ± 0.52``: the mean ± half the width of its 95% CI; the mean alone for one seed."""
+    return _mean_and_spread(summary, " ± ", lambda summary: (summary.ci_high - summary.ci_low) / 2, finished)
+
+
+def _mean_and_spread(summary: Summary | None, pm: str, spread: Callable[[Summary], float],
+                     finished: int | None) -> str:
+    """The mean, ``pm`` and ``spread(summary)`` with the mean's decimals (two seeds or more), and ``(n=...)``."""
     if summary is None or not summary.n:
         return MISSING
     decimals = decimals_for(summary.mean)
     text = number(summary.mean, decimals)
     if summary.n >= 2:
-        text += f" ± {number((summary.ci_high - summary.ci_low) / 2, decimals)}"
+        text += f"{pm}{number(spread(summary), decimals)}"
     if finished is not None and summary.n < finished:
         text += f" (n={summary.n})"
     return text

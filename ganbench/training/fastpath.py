@@ -1,7 +1,7 @@
 """The fast path: settings that make small-GAN training faster without changing what is measured.
 
 Each setting is a training-loop hyperparameter (``--set key=value``, defaults in
-:data:`DEFAULTS`), so it is part of a run's id and of its ``config.json``:
+:data:`ganbench.planning.defaults.FAST_PATH_DEFAULTS`), so it is part of a run's id and of its ``config.json``:
 
 * ``precision``: ``auto`` trains on images under bfloat16 autocast where the device
   computes bfloat16 natively (CUDA GPUs that support it; CPUs with AVX512-BF16 or AMX) and
@@ -37,27 +37,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ContextManager, Mapping
 
-from ganbench.errors import UserError
+from ganbench.planning.defaults import FAST_PATH_OFF, check_precision
 
 if TYPE_CHECKING:  # torch is imported lazily so building grids stays quick
     import torch
     from torch import nn
-
-PRECISIONS = ("auto", "fp32", "bf16")
-DEFAULTS: Mapping[str, Any] = {"precision": "auto", "channels_last": True, "fused_optimizers": True,
-                               "cudnn_benchmark": True, "tf32": False, "compile": False}
-"""The fast path's settings as they default in every grid (``grid.LOOP_DEFAULTS``)."""
-OFF: Mapping[str, Any] = {"precision": "fp32", "channels_last": False, "fused_optimizers": False,
-                          "cudnn_benchmark": False, "tf32": False, "compile": False}
-"""Every setting off: the plain float32 loop. Also what a run gets for a setting it lacks."""
-
-
-def check_params(params: Mapping[str, Any]) -> None:
-    """Raise a UserError naming the fix when a fast-path setting in ``params`` is invalid."""
-    precision = params.get("precision", OFF["precision"])
-    if precision not in PRECISIONS:
-        raise UserError(f"--set precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
-
 
 def native_bfloat16(device: "torch.device") -> bool:
     """True when ``device`` computes bfloat16 in hardware, so autocast to it pays."""
@@ -162,8 +146,8 @@ def resolve(params: Mapping[str, Any], device: "torch.device", *, images: bool =
     """
     import torch
 
-    check_params(params)
-    settings = {key: params.get(key, value) for key, value in OFF.items()}
+    check_precision(params)
+    settings = {key: params.get(key, value) for key, value in FAST_PATH_OFF.items()}
     precision = settings["precision"]
     bfloat16 = precision == "bf16" or (precision == "auto" and images and native_bfloat16(device))
     return FastPath(device=device, autocast_dtype=torch.bfloat16 if bfloat16 else None,

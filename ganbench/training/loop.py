@@ -23,14 +23,15 @@ from ganbench.api import DataRequest, LoadedData, Loss
 from ganbench.errors import Interrupted, UserError
 from ganbench.evaluation.context import EvaluationContext, run_metrics
 from ganbench.evaluation.samples import save_samples
-from ganbench.execution.devices import device_description
 from ganbench.ledger.runs import RunDirectory
+from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import append_jsonl, atomic_write, read_jsonl, rewrite_jsonl
+from ganbench.planning.pac import pack_samples, packed_shape
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
 from ganbench.testing import model_shape_problem
 from ganbench.training import fastpath
-from ganbench.training.pac import pack_samples, packed_shape
+from ganbench.training.hardware import device_description
 from ganbench.training.pictures import save_sample_picture
 
 SAMPLE_PICTURE_COUNT = {"images": 64, "points": 1000}
@@ -184,7 +185,7 @@ class RunState:
 
         torch.manual_seed(spec.seed)
         generator, discriminator = self.architecture.build(self.data_shape, params)
-        if self.pac > 1:  # the same architecture, built for packs (see ganbench.training.pac)
+        if self.pac > 1:  # the same architecture, built for packs (see ganbench.planning.pac)
             _, discriminator = self.architecture.build(packed_shape(self.data_shape, self.pac), params)
         problem = model_shape_problem(generator, discriminator, self.data_shape, dict(params),
                                       packed_shape(self.data_shape, self.pac))
@@ -240,7 +241,7 @@ class RunState:
         self.pending: list[torch.Tensor] = list(carried_losses.to(device).unbind(0))
         self.boundary: dict[str, bool] = {}
         self.zero = torch.zeros((), device=device)
-        directory.write_status("running", step=self.step)
+        directory.write_status(RunStatus.RUNNING, step=self.step)
 
     @contextlib.contextmanager
     def own_global_rng(self) -> Iterator[None]:
@@ -346,7 +347,7 @@ class RunState:
         if self.should_stop() if stop is None else stop:
             self.pause_timing()
             self.checkpoint_now()
-            self.directory.write_status("running", step=self.step, wall_seconds=self.wall_seconds())
+            self.directory.write_status(RunStatus.RUNNING, step=self.step, wall_seconds=self.wall_seconds())
             raise Interrupted(f"stopped at step {self.step}")
         if self.params.get("lr_schedule", "constant") == "linear":
             self.set_learning_rates(1.0 - self.step / self.spec.steps)
@@ -388,7 +389,7 @@ class RunState:
         if diverged:
             at, error = diverged
             self.log(error)
-            return Outcome("diverged", at, self.wall_seconds(), error=error)
+            return Outcome(RunStatus.DIVERGED, at, self.wall_seconds(), error=error)
         figures = self.training_figures()
         self.on_progress(self.step, self.spec.steps, figures["steps_per_second"])
         if self.boundary["samples"]:
@@ -403,7 +404,7 @@ class RunState:
                 self.evaluate()
         if self.boundary["checkpoint"]:
             self.checkpoint_now()
-            self.directory.write_status("running", step=self.step, wall_seconds=self.wall_seconds())
+            self.directory.write_status(RunStatus.RUNNING, step=self.step, wall_seconds=self.wall_seconds())
         return None
 
     def finish(self) -> Outcome:
@@ -415,7 +416,7 @@ class RunState:
         if self.pac > 1:
             protocol["training_pac"] = (f"the discriminator judged packs of {self.pac} samples (PacGAN); "
                                         f"batch_size counts packs, images_per_second counts samples")
-        return Outcome("done", self.step, self.wall_seconds(), metrics=values, protocol=protocol)
+        return Outcome(RunStatus.DONE, self.step, self.wall_seconds(), metrics=values, protocol=protocol)
 
 
 def train_step(run: RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 from ganbench.errors import UserError
-from ganbench.ledger.runs import FINISHED, RunDirectory
+from ganbench.ledger.runs import RunDirectory
+from ganbench.ledger.statuses import FINISHED, RunStatus
 from ganbench.planning.spec import RunSpec
 
 STOP_FILE = ".stop"
@@ -165,13 +166,13 @@ class GridState:
         directory = self.directory(spec)
         end = result.ends.get(spec.run_id)
         if end is not None:
-            status, error = end.get("status", "failed"), end.get("error", "")
+            status, error = end.get("status", RunStatus.FAILED), end.get("error", "")
             if not end.get("recorded", True):
                 self._record(spec, directory, status, step=end.get("step", 0), error=error)
         elif directory.status().get("status") in FINISHED:  # it died after recording its end
             status, error = directory.status()["status"], directory.status().get("error", "")
         elif stopping:
-            status, error = "interrupted", f"the worker process was stopped: {result.death()}"
+            status, error = RunStatus.INTERRUPTED, f"the worker process was stopped: {result.death()}"
             self._record(spec, directory, status, error=error)
         elif attempt <= self.options.retries:
             directory.log_line(f"worker process died ({result.death()}); trying again")
@@ -179,7 +180,7 @@ class GridState:
                                         f"(attempt {attempt + 1} of {self.options.retries + 1})")
             return False
         else:
-            status = "failed"
+            status = RunStatus.FAILED
             error = f"the worker process died on each of {attempt} attempt(s); last: {result.death()}"
             self._record(spec, directory, status, error=error, attempts=attempt)
         self.statuses[spec.run_id] = status

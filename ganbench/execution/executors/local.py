@@ -22,6 +22,7 @@ from ganbench.execution.devices import Slot, cpu_cores, plan_slots, visible_gpus
 from ganbench.execution.executors.base import GridState, Reporter, RunOptions
 from ganbench.execution.executors.process import Worker, WorkerProcess, stop_workers
 from ganbench.execution.worker import Job
+from ganbench.ledger.statuses import RunStatus
 from ganbench.planning.spec import RunSpec
 
 KILL_WAIT_SECONDS = 10.0
@@ -116,7 +117,7 @@ class LocalExecutor:
                         continue
                     for spec in group:
                         with contextlib.suppress(OSError, UserError):
-                            state.directory(spec).write_status("interrupted", error="killed by a second interrupt")
+                            state.directory(spec).write_status(RunStatus.INTERRUPTED, error="killed by a second interrupt")
             stop_workers(list(self.workers.values()), CLOSE_WAIT_SECONDS)
             self.workers.clear()
         return state.statuses

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from ganbench.execution.executors.base import WorkerResult, output_tail
 from ganbench.execution.worker import Job
 from ganbench.ledger.runs import RunDirectory
+from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import open_append
 
 
@@ -238,7 +239,7 @@ class WorkerProcess:
         ends = dict(self.ends)
         if self.worker_died and not self._terminated:
             # The worker died under it and the run stopped politely: a death, to be tried again.
-            ends = {run_id: end for run_id, end in ends.items() if end.get("status") != "interrupted"}
+            ends = {run_id: end for run_id, end in ends.items() if end.get("status") != RunStatus.INTERRUPTED}
         every_end = all(spec.run_id in ends for spec in self.job.specs)
         return WorkerResult(ends=ends, exit_code=self.returncode,
                             output_tail="" if every_end else output_tail(self.directory.output))
