@@ -215,7 +215,7 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     (--tf32 is --set tf32=true) and give the same run ids; a flag and a --set that
     disagree on a setting are an error.
     """
-    from ganbench.grid import GridSpec, load_grid_file, load_preset
+    from ganbench.grid import GridSpec, load_grid_file, load_preset, without_keys
     from ganbench.search import plan_runs, record_draws
     from ganbench.storage import ensure_writable_directory
     from ganbench.runner import RunOptions, choose_workers, iter_statuses, run_grid
@@ -238,7 +238,9 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
         batch_size=flags["batch_size"], split=flags["split"], eval_every=flags["eval_every"],
         save_samples=flags["save_samples"], budget=flags["budget"], search_seed=flags["search_seed"],
         winner_seeds=flags["winner_seeds"])
-    grid.sets = {**grid.sets, **_fast_path_sets(_sets(sets), flags)}
+    command_line_sets = _fast_path_sets(_sets(sets), flags)
+    grid.sets = {**grid.sets, **command_line_sets}
+    grid.per_plugin = without_keys(grid.per_plugin, command_line_sets)  # --set wins over [loss.NAME] tables
     registry = _registry(context)
     plan = plan_runs(grid, registry)  # a plain grid, or --budget draws (ganbench.search)
     runs = plan.runs
