@@ -229,9 +229,9 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     else:
         grid = load_preset("quickstart")
         if flags["archs"] or flags["datasets"]:
-            # The quickstart's hyperparameters and schedule are tuned for its mlp on ring8; other
-            # models and data start from the generic defaults, keeping its losses, seeds and batch.
-            grid = GridSpec(losses=grid.losses, seeds=grid.seeds, batch_size=grid.batch_size)
+            # The quickstart's hyperparameters, batch and schedule are tuned for its mlp on ring8;
+            # other models and data start from the generic defaults, keeping its losses and seeds.
+            grid = GridSpec(losses=grid.losses, seeds=grid.seeds)
     grid = grid.replace(
         archs=_list(flags["archs"]), losses=_list(flags["losses"]), datasets=_list(flags["datasets"]),
         seeds=_seeds(flags["seeds"]), metrics=_list(flags["metrics"]), steps=flags["steps"],
