@@ -215,7 +215,7 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     """
     from ganbench.execution.runner import RunOptions, choose_workers, iter_statuses, run_grid
     from ganbench.ledger.storage import ensure_writable_directory
-    from ganbench.planning.grid import GridSpec, load_grid_file, load_preset
+    from ganbench.planning.grid import GridSpec, load_grid_file, load_preset, without_keys
     from ganbench.planning.search import plan_runs, record_draws
 
     if grid_file and preset:
@@ -227,16 +227,18 @@ def run(context: click.Context, grid_file: str | None, preset: str | None, sets:
     else:
         grid = load_preset("quickstart")
         if flags["archs"] or flags["datasets"]:
-            # The quickstart's hyperparameters and schedule are tuned for its mlp on ring8; other
-            # models and data start from the generic defaults, keeping its losses, seeds and batch.
-            grid = GridSpec(losses=grid.losses, seeds=grid.seeds, batch_size=grid.batch_size)
+            # The quickstart's hyperparameters, batch and schedule are tuned for its mlp on ring8;
+            # other models and data start from the generic defaults, keeping its losses and seeds.
+            grid = GridSpec(losses=grid.losses, seeds=grid.seeds)
     grid = grid.replace(
         archs=_list(flags["archs"]), losses=_list(flags["losses"]), datasets=_list(flags["datasets"]),
         seeds=_seeds(flags["seeds"]), metrics=_list(flags["metrics"]), steps=flags["steps"],
         batch_size=flags["batch_size"], split=flags["split"], eval_every=flags["eval_every"],
         save_samples=flags["save_samples"], budget=flags["budget"], search_seed=flags["search_seed"],
         winner_seeds=flags["winner_seeds"])
-    grid.sets = {**grid.sets, **_fast_path_sets(_sets(sets), flags)}
+    command_line_sets = _fast_path_sets(_sets(sets), flags)
+    grid.sets = {**grid.sets, **command_line_sets}
+    grid.per_plugin = without_keys(grid.per_plugin, command_line_sets)  # --set wins over [loss.NAME] tables
     registry = _registry(context)
     plan = plan_runs(grid, registry)  # a plain grid, or --budget draws (ganbench.planning.search)
     runs = plan.runs

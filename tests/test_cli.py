@@ -20,7 +20,7 @@ import torch
 
 from ganbench.ledger.storage import read_json, write_json
 from ganbench.planning.defaults import FAST_PATH_DEFAULTS, FAST_PATH_OFF
-from ganbench.planning.grid import load_preset
+from ganbench.planning.grid import GridSpec, load_preset
 from ganbench.registry import get_registry
 
 GANBENCH = Path(sys.executable).parent / "ganbench"
@@ -208,7 +208,7 @@ def test_other_archs_or_datasets_without_a_preset_leave_the_quickstarts_mlp_sett
     quickstart = load_preset("quickstart")
     assert {run.loss for run in captured_runs} == set(quickstart.losses)
     assert {(run.architecture, run.dataset, run.batch_size) for run in captured_runs} == {
-        ("dcgan", "mnist", quickstart.batch_size)}
+        ("dcgan", "mnist", GridSpec().batch_size)}
     assert all(run.params["lr_schedule"] == "constant" and "mlp_width" not in run.params for run in captured_runs)
     assert {run.params["lr_g"] for run in captured_runs if run.loss == "ns"} == {2e-4}
     code, stdout, err = run_cli("run", "--preset", "quickstart", "--archs", "dcgan", "--datasets", "mnist",

@@ -179,6 +179,42 @@ def test_grid_file_gives_axes_settings_and_hyperparameters(tmp_path, registry):
     assert {(run.dataset, run.steps, run.batch_size, run.checkpoint_every) for run in runs} == {("grid25", 50, 16, 25)}
 
 
+def test_loss_table_sets_values_for_that_loss_only(tmp_path, registry):
+    path = tmp_path / "grid.toml"
+    path.write_text('archs = ["mlp"]\nlosses = ["ns", "wgan-gp"]\nsteps = 50\nmetrics = ["none"]\n'
+                    '[set]\nlr = 1e-3\nmlp_width = [32, 64]\n'
+                    '[loss.wgan-gp]\nlr = 1e-4\nn_critic = [1, 5]\n[arch.mlp]\nmlp_depth = 2\n')
+    runs = expand(load_grid_file(path), registry)
+    settings = {(run.loss, run.params["lr_g"], run.params["lr_d"], run.params["n_critic"], run.params["mlp_width"],
+                 run.params["mlp_depth"]) for run in runs}
+    assert settings == {("ns", 1e-3, 1e-3, 1, 32, 2), ("ns", 1e-3, 1e-3, 1, 64, 2),
+                        ("wgan-gp", 1e-4, 1e-4, 1, 32, 2), ("wgan-gp", 1e-4, 1e-4, 5, 32, 2),
+                        ("wgan-gp", 1e-4, 1e-4, 1, 64, 2), ("wgan-gp", 1e-4, 1e-4, 5, 64, 2)}
+    assert len(runs) == len(settings)
+
+
+def test_loss_table_gives_the_same_run_id_as_the_setting_given_for_the_whole_grid(registry):
+    per_loss = expand(grid(losses=["wgan-gp"], per_plugin={"loss": {"wgan-gp": {"lr": [3e-4]}}}), registry)
+    global_set = expand(grid(losses=["wgan-gp"], sets={"lr": [3e-4]}), registry)
+    assert [run.run_id for run in per_loss] == [run.run_id for run in global_set]
+
+
+def test_loss_table_of_a_loss_outside_the_grid_is_ignored_and_a_misspelt_one_lists_the_losses(registry):
+    assert len(expand(grid(per_plugin={"loss": {"wgan-gp": {"lr": [1e-4]}}}), registry)) == 1
+    message = user_error(expand, grid(per_plugin={"loss": {"wgan-gpp": {"lr": [1e-4]}}}), registry)
+    assert "wgan-gpp" in message and "wgan-gp" in message.replace("wgan-gpp", "")
+
+
+def test_command_line_set_wins_over_a_loss_table(tmp_path, run_cli, captured_runs):
+    path = tmp_path / "grid.toml"
+    path.write_text('losses = ["ns", "wgan-gp"]\nsteps = 1\nmetrics = ["none"]\n[loss.wgan-gp]\nlr = 1e-4\n'
+                    'n_critic = 2\n')
+    code, out, err = run_cli("run", str(path), "--set", "lr_d=5e-4", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    settings = {run.loss: (run.params["lr_g"], run.params["lr_d"], run.params["n_critic"]) for run in captured_runs}
+    assert settings == {"ns": (2e-4, 5e-4, 1), "wgan-gp": (1e-4, 5e-4, 2)}
+
+
 def test_grid_file_axis_may_be_a_single_value(tmp_path, registry):
     path = tmp_path / "grid.toml"
     path.write_text('losses = "lsgan"\nseeds = 2\n')
@@ -194,6 +230,8 @@ def test_grid_file_axis_may_be_a_single_value(tmp_path, registry):
     ("seeds = ['a']\n", "seeds"),
     ("save_samples = 1\n", "save_samples"),
     ("set = 3\n", "[set]"),
+    ("loss = 3\n", "[loss.NAME]"),
+    ("[loss]\nlr = 1e-4\n", "[loss.NAME]"),
 ])
 def test_bad_grid_file_is_a_one_line_error_naming_the_problem(tmp_path, text, named):
     path = tmp_path / "grid.toml"
@@ -206,14 +244,20 @@ def test_missing_grid_file_is_a_one_line_error(tmp_path):
     assert "does not exist" in user_error(load_grid_file, tmp_path / "nope.toml")
 
 
-def test_quickstart_preset_is_every_builtin_loss_on_the_offline_ring(registry):
+def test_quickstart_preset_is_the_one_critic_step_losses_on_the_offline_ring(registry):
     assert "quickstart" in preset_names()
     spec = load_preset("quickstart")
     assert spec.archs == ["mlp"] and spec.datasets == ["ring8"]
-    assert set(spec.losses) == set(registry.names("loss"))
+    assert {"minimax", "ns", "lsgan", "hinge"} == set(spec.losses)
     runs = expand(spec.replace(metrics=["none"]), registry)
     assert len(runs) == len(spec.losses)
-    assert {(run.params["lr_g"], run.params["lr_schedule"], run.steps) for run in runs} == {(1e-3, "linear", 6000)}
+    assert {(run.params["lr_g"], run.params["lr_schedule"], run.params["n_critic"], run.steps) for run in runs} == {
+        (2e-3, "linear", 1, 6000)}
+    # The losses left out of the default train at their own papers' learning rates when added.
+    wasserstein = expand(spec.replace(losses=["wgan", "wgan-gp"], metrics=["none"]), registry)
+    assert {run.loss: (run.params["lr_g"], run.params["lr_d"], run.params["n_critic"]) for run in wasserstein} == {
+        loss: (registry.get("loss", loss).defaults["lr_g"], registry.get("loss", loss).defaults["lr_d"], 5)
+        for loss in ("wgan", "wgan-gp")}
 
 
 def test_unknown_preset_lists_the_presets():

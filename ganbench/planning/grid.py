@@ -31,6 +31,8 @@ else:  # pragma: no cover
 
 SHORTCUTS = {"lr": ("lr_g", "lr_d")}
 """``--set lr=X`` sets both learning rates."""
+PLUGIN_TABLES = {"arch": "architecture", "loss": "loss", "dataset": "dataset"}
+"""Grid-file tables of settings for one plugin's runs only: ``[loss.wgan-gp]`` and so on."""
 
 
 @dataclass
@@ -43,6 +45,11 @@ class GridSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     sets: dict[str, list[Any]] = field(default_factory=dict)
     """Hyperparameter axes: ``{"lr": [1e-4, 2e-4]}``."""
+    per_plugin: dict[str, dict[str, dict[str, list[Any]]]] = field(default_factory=dict)
+    """Settings for one plugin's runs only, from a grid file's ``[loss.NAME]``, ``[arch.NAME]`` or
+    ``[dataset.NAME]`` tables: ``{"loss": {"wgan-gp": {"lr": [1e-4]}}}``. In those runs they
+    replace the same keys of ``sets`` (a loss's own table wins over its architecture's and its
+    dataset's). Tables of plugins that are not in the grid are ignored."""
     steps: int | None = None
     """Generator steps of every run; None (not given): each dataset's ``recommended_steps``,
     else :data:`DEFAULT_STEPS`."""
@@ -68,7 +75,7 @@ class GridSpec:
 
 
 def _grid_from_mapping(data: Mapping[str, Any], origin: str) -> GridSpec:
-    known = {f.name for f in dataclasses.fields(GridSpec)} | {"set"}
+    known = ({f.name for f in dataclasses.fields(GridSpec)} - {"sets", "per_plugin"}) | {"set", *PLUGIN_TABLES}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UserError(f"{origin}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}.")
@@ -76,6 +83,15 @@ def _grid_from_mapping(data: Mapping[str, Any], origin: str) -> GridSpec:
     sets = values.pop("set", {})
     if not isinstance(sets, Mapping):
         raise UserError(f"{origin}: [set] must be a table of hyperparameter = [values].")
+    per_plugin = {}
+    for table in PLUGIN_TABLES:
+        plugins = values.pop(table, {})
+        if not isinstance(plugins, Mapping) or not all(isinstance(v, Mapping) for v in plugins.values()):
+            raise UserError(f"{origin}: [{table}.NAME] tables hold settings for one {PLUGIN_TABLES[table]}'s "
+                            f"runs, like [{table}.NAME] lr = 1e-4; '{table}' is not such a table.")
+        if plugins:
+            per_plugin[table] = {name: {key: list(v) if isinstance(v, list) else [v] for key, v in settings.items()}
+                                 for name, settings in plugins.items()}
     defaults = GridSpec()
     for key, value in values.items():
         default = getattr(defaults, key)
@@ -90,11 +106,13 @@ def _grid_from_mapping(data: Mapping[str, Any], origin: str) -> GridSpec:
                             f"write it like {key} = {json.dumps(example)}.")
     grid = GridSpec(**values)
     grid.sets = {key: list(v) if isinstance(v, list) else [v] for key, v in sets.items()}
+    grid.per_plugin = per_plugin
     return grid
 
 
 def load_grid_file(path: str | Path) -> GridSpec:
-    """Read a grid from a TOML file (top-level keys as in :class:`GridSpec`, plus ``[set]``)."""
+    """Read a grid from a TOML file (top-level keys as in :class:`GridSpec`, plus ``[set]`` and
+    ``[loss.NAME]``, ``[arch.NAME]``, ``[dataset.NAME]`` tables of settings for one plugin's runs)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -160,6 +178,38 @@ def steps_for(grid: GridSpec, dataset: Any) -> int:
     return int(getattr(dataset, "recommended_steps", None) or DEFAULT_STEPS)
 
 
+def without_keys(per_plugin: dict[str, dict[str, dict[str, list[Any]]]],
+                 keys: Mapping[str, Any]) -> dict[str, dict[str, dict[str, list[Any]]]]:
+    """``per_plugin`` without the settings ``keys`` names (a shortcut counts as its targets), so a
+    ``--set`` given on the command line applies to every run of the grid."""
+    named = {target for key in keys for target in SHORTCUTS.get(key, (key,))}
+
+    def kept(settings: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        result = {}
+        for key, values in settings.items():
+            targets = SHORTCUTS.get(key, (key,))
+            remaining = [target for target in targets if target not in named]
+            result.update({key: values} if len(remaining) == len(targets) else dict.fromkeys(remaining, values))
+        return result
+
+    return {table: {name: kept(settings) for name, settings in plugins.items()}
+            for table, plugins in per_plugin.items()}
+
+
+def _cell_axes(grid: GridSpec, axes: dict[tuple[str, ...], list[Any]], plugin_keys: set[str],
+               **names: str) -> dict[tuple[str, ...], list[Any]]:
+    """The grid's axes with the ``[arch.NAME]``, ``[dataset.NAME]``, ``[loss.NAME]`` settings of
+    one cell's plugins put over them, in that order (a later table wins)."""
+    cell = dict(axes)
+    for table in ("arch", "dataset", "loss"):
+        for key, values in grid.per_plugin.get(table, {}).get(names[table], {}).items():
+            targets = tuple(t for t in SHORTCUTS.get(key, (key,)) if t in plugin_keys)
+            cell = {kept: v for kept, v in ((tuple(t for t in ts if t not in targets), v) for ts, v in cell.items())
+                    if kept}
+            cell[targets] = values
+    return cell
+
+
 def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     """Every run of ``grid``, validated; raise UserError on the first problem."""
     if (grid.steps is not None and grid.steps < 1) or grid.batch_size < 1:
@@ -185,6 +235,11 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     for key, values in grid.sets.items():
         for target in SHORTCUTS.get(key, (key,)):
             sets[target] = values
+    for table, plugins in grid.per_plugin.items():
+        for name, settings in plugins.items():
+            registry.get(PLUGIN_TABLES[table], name)  # a misspelt name lists the available ones
+            for key in settings:
+                sets.update({target: settings[key] for target in SHORTCUTS.get(key, (key,))})
     plugin_keys = set(LOOP_DEFAULTS)
     for obj in [*archs.values(), *losses.values(), *datasets.values()]:
         plugin_keys |= set(obj.defaults)
@@ -197,6 +252,12 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     axes = {tuple(t for t in SHORTCUTS.get(key, (key,)) if t in plugin_keys): values
             for key, values in grid.sets.items()}
     axes.pop((), None)
+    for table, plugins in grid.per_plugin.items():
+        for name, settings in plugins.items():
+            for key in settings:
+                if not any(target in plugin_keys for target in SHORTCUTS.get(key, (key,))):
+                    raise UserError(f"[{table}.{name}] {key}: evaluation settings apply to the whole grid; "
+                                    "put them in [set].")
     metric_settings_axes = {k: v for k, v in sets.items() if k not in plugin_keys}
     for key, values in metric_settings_axes.items():
         if len(values) != 1:
@@ -217,8 +278,9 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
         for key, values in metric_settings_axes.items():
             if key in evaluation:
                 evaluation[key] = coerce(key, values[0], evaluation[key])
-        relevant = [targets for targets in axes if any(key in defaults for key in targets)]
-        for combination in itertools.product(*(axes[targets] for targets in relevant)):
+        cell_axes = _cell_axes(grid, axes, plugin_keys, arch=arch_name, dataset=dataset_name, loss=loss_name)
+        relevant = [targets for targets in cell_axes if any(key in defaults for key in targets)]
+        for combination in itertools.product(*(cell_axes[targets] for targets in relevant)):
             params = dict(defaults)
             for targets, value in zip(relevant, combination):
                 for key in (key for key in targets if key in defaults):
