@@ -31,7 +31,7 @@ import torch
 
 from ganbench.api import DataRequest, Dataset, LoadedData, Loss, validate
 from ganbench.errors import Interrupted
-from ganbench.execution.worker import execute_pack, execute_run
+from ganbench.execution.recording import execute_pack, execute_run
 from ganbench.planning.grid import GridSpec, expand
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Entry, Registry, build_registry

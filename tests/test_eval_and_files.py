@@ -18,8 +18,8 @@ import torch
 
 from ganbench.cli import main
 from ganbench.errors import UserError
+from ganbench.execution.recording import execute_run
 from ganbench.execution.rescore import rescore
-from ganbench.execution.worker import execute_run
 from ganbench.ledger.runs import RunDirectory, lock_output, write_results
 from ganbench.ledger.storage import SymlinkRefused, append_jsonl, read_json, write_json
 from ganbench.planning.grid import GridSpec, expand

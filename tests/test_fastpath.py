@@ -14,7 +14,7 @@ import torch
 
 from ganbench.api import DataRequest
 from ganbench.errors import UserError
-from ganbench.execution.worker import execute_run
+from ganbench.execution.recording import execute_run
 from ganbench.ledger.storage import read_json, read_jsonl
 from ganbench.planning import defaults
 from ganbench.planning.grid import GridSpec, expand

@@ -9,7 +9,7 @@ import torch
 
 from ganbench.errors import UserError
 from ganbench.errors import Interrupted
-from ganbench.execution.worker import execute_run
+from ganbench.execution.recording import execute_run
 from ganbench.planning.grid import GridSpec, expand
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import build_registry

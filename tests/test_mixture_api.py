@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ganbench import Dataset, GaussianMixture, LoadedData
-from ganbench.execution.worker import execute_run
+from ganbench.execution.recording import execute_run
 from ganbench.planning.grid import GridSpec, expand
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ganbench.api import Architecture
-from ganbench.execution.worker import execute_run
+from ganbench.execution.recording import execute_run
 from ganbench.planning.grid import GridSpec, expand
 
 pytestmark = pytest.mark.usefixtures("single_thread")

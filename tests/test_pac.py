@@ -16,7 +16,7 @@ from torch import nn
 
 from ganbench.api import Architecture, Dataset, LoadedData
 from ganbench.errors import UserError
-from ganbench.execution.worker import execute_pack, execute_run
+from ganbench.execution.recording import execute_pack, execute_run
 from ganbench.ledger.storage import read_json
 from ganbench.planning.grid import GridSpec, expand
 from ganbench.planning.pac import pack_samples, packed_shape

@@ -17,7 +17,7 @@ import torch
 from ganbench.api import Loss
 from ganbench.errors import Interrupted
 from ganbench.execution.executors.base import GridState, RunOptions, WorkerResult
-from ganbench.execution.worker import execute_pack, execute_run
+from ganbench.execution.recording import execute_pack, execute_run
 from ganbench.ledger.runs import results_rows
 from ganbench.ledger.storage import read_json, read_jsonl
 from ganbench.planning.grid import GridSpec, expand

@@ -14,7 +14,7 @@ import torch
 
 from ganbench.api import Loss
 from ganbench.errors import Interrupted
-from ganbench.execution.worker import execute_run
+from ganbench.execution.recording import execute_run
 from ganbench.ledger.runs import RunDirectory, results_rows
 from ganbench.ledger.storage import read_json, read_jsonl, write_json
 from ganbench.planning.grid import GridSpec, expand
