@@ -74,6 +74,13 @@ def test_everything_an_evaluation_context_offers_is_in_the_guide():
     assert not missing, f"the EvaluationContext table in docs/plugins.md does not describe {missing}"
 
 
+def test_the_helper_layer_of_feature_metrics_is_described_in_the_guide():
+    from ganbench.evaluation import features
+
+    missing = sorted(name for name in features.__all__ if f"`{name}" not in _section("Metrics"))
+    assert not missing, f"docs/plugins.md, section 5 (metrics), does not describe {missing}"
+
+
 def _loop_table() -> dict[str, object]:
     """``{key: default}`` from the table that follows "The training loop's own hyperparameters"."""
     start = GUIDE.index("The training loop's own hyperparameters")

@@ -35,9 +35,10 @@ from ganbench.evaluation.hashing import content_hash
 from ganbench.evaluation.images import PREPROCESSING, is_image_shape, to_uint8_rgb
 from ganbench.ledger.storage import atomic_write
 
-__all__ = ["Extractor", "PREPROCESSING", "RealStatistics", "count_label", "extract_features", "feature_protocol",
-           "fid_statistics", "frechet_distance", "generated_features", "inception_score", "is_image_shape",
-           "kernel_distance", "real_statistics", "reference_images", "resolve_extractor", "to_uint8_rgb"]
+__all__ = ["Extractor", "RealStatistics", "count_label", "feature_protocol", "frechet_distance", "generated_features",
+           "inception_score", "is_image_shape", "kernel_distance", "real_statistics", "resolve_extractor",
+           "to_uint8_rgb"]
+"""The layer, as docs/plugins.md ("Metrics") describes it to plugin authors."""
 
 REFERENCE_SUBSET_SEED = 0
 """Seed of the permutation that picks ``real_samples`` reference images. Fixed, not the run's

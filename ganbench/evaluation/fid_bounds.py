@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from ganbench.evaluation.context import EvaluationContext
-from ganbench.evaluation.features import (Extractor, RealStatistics, fid_statistics, frechet_distance,
-                                          generated_features)
+from ganbench.evaluation.extractors import Extractor
+from ganbench.evaluation.features import RealStatistics, generated_features
+from ganbench.evaluation.fidelity import fid_statistics, frechet_distance
 from ganbench.evaluation.hashing import content_hash
 from ganbench.ledger.storage import atomic_write
 
