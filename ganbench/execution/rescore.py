@@ -36,7 +36,8 @@ from ganbench.planning.grid import coerce
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
 from ganbench.training.hardware import device_description
-from ganbench.training.loop import load_checkpoint, load_real_data
+from ganbench.training.checkpoint import load_checkpoint
+from ganbench.training.data import load_real_data
 
 Warn = Callable[[str], None]
 

@@ -22,7 +22,7 @@ from ganbench.ledger.statuses import FINISHED, RunStatus
 from ganbench.ledger.storage import csv_problem, ensure_writable_directory, remove_temporaries
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.training.loop import load_real_data
+from ganbench.training.data import load_real_data
 
 __all__ = ["GridSummary", "RunOptions", "StopRequest", "choose_workers", "iter_statuses", "run_grid"]
 

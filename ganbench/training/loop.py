@@ -19,18 +19,20 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 import torch
 
-from ganbench.api import DataRequest, LoadedData, Loss
+from ganbench.api import DataRequest, Loss
 from ganbench.errors import Interrupted, UserError
 from ganbench.evaluation.context import EvaluationContext, run_metrics
 from ganbench.evaluation.samples import save_samples
 from ganbench.ledger.runs import RunDirectory
 from ganbench.ledger.statuses import RunStatus
-from ganbench.ledger.storage import append_jsonl, atomic_write, read_jsonl, rewrite_jsonl
+from ganbench.ledger.storage import append_jsonl, read_jsonl, rewrite_jsonl
 from ganbench.planning.pac import pack_samples, packed_shape
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
 from ganbench.testing import model_shape_problem
 from ganbench.training import fastpath
+from ganbench.training.checkpoint import load_checkpoint, save_checkpoint
+from ganbench.training.data import load_real_data
 from ganbench.training.hardware import device_description
 from ganbench.training.pictures import save_sample_picture
 
@@ -73,21 +75,6 @@ class Stopwatch:
         self.started = None
 
 
-_data_cache: dict[tuple, LoadedData] = {}
-
-
-def load_real_data(dataset: Any, spec: RunSpec, data_dir: str | None, cache_dir: Path) -> LoadedData:
-    """Load a run's dataset once per process (grids reuse it across runs)."""
-    keys = tuple(sorted((k, spec.params[k]) for k in dataset.defaults))
-    cache_key = (spec.dataset, spec.split, data_dir, str(cache_dir), spec.seed, keys)
-    if cache_key not in _data_cache:
-        request = DataRequest(data_dir=data_dir, cache_dir=str(cache_dir / "data"), split=spec.split,
-                              seed=spec.seed, params=spec.params)
-        _data_cache.clear()
-        _data_cache[cache_key] = dataset.load(request)
-    return _data_cache[cache_key]
-
-
 def _optimizer(name: str, parameters: Any, lr: float, params: Mapping[str, Any],
                options: Mapping[str, bool]) -> torch.optim.Optimizer:
     if name == "rmsprop":
@@ -116,30 +103,6 @@ def _set_global_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], devic
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
-
-
-def load_checkpoint(directory: RunDirectory) -> dict | None:
-    """The newest readable checkpoint, or None; a damaged file is reported, never used.
-
-    A damaged file is renamed to ``*.damaged``, so the next checkpoint never rotates it
-    over the good previous one.
-    """
-    for path in (directory.checkpoint, directory.previous_checkpoint):
-        if not path.exists():
-            continue
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # truncated or corrupted: fall back to the previous one
-            path.replace(path.with_name(path.name + ".damaged"))
-            directory.warn(f"checkpoint {path.name} is damaged ({type(error).__name__}); kept it as "
-                           f"{path.name}.damaged and tried an older one")
-    return None
-
-
-def save_checkpoint(directory: RunDirectory, state: dict) -> None:
-    """Write ``checkpoint.pt`` atomically, keeping the previous one as ``checkpoint.prev.pt``."""
-    atomic_write(directory.checkpoint, lambda handle: torch.save(state, handle),
-                 keep_previous=directory.previous_checkpoint)
 
 
 class RunState:
