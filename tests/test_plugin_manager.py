@@ -11,7 +11,7 @@ from ganbench import __version__
 from ganbench.cli import _add_plugin_commands, cli, main
 from ganbench.errors import UserError
 from ganbench.registry import build_registry
-from ganbench.registry.loader import build_plugin_manager
+from ganbench.registry.loader import build_plugin_manager, canonical_name
 
 BUILTIN_PLUGINS = ["ganbench:ganbench.architectures", "ganbench:ganbench.datasets",
                    "ganbench:ganbench.losses", "ganbench:ganbench.metrics"]
@@ -295,3 +295,8 @@ def test_disable_plugin_after_the_subcommand_is_moved_before_it(fake_distributio
         main(["plugins", "--disable-plugin", "fake-later"])
     assert exited.value.code == 0
     assert "later-loss" not in capsys.readouterr().out
+
+
+def test_one_rule_compares_distribution_names_for_the_loader_and_the_kit():
+    assert canonical_name(" Ganbench_Example.-Plugin ") == "ganbench-example-plugin"  # PEP 503
+    assert canonical_name("ganbench:ganbench.losses") == canonical_name("ganbench:ganbench-losses")
