@@ -20,7 +20,6 @@ from ganbench.planning.search import looks_like_distribution
 from ganbench.registry import get_registry
 
 
-
 def _list(text: str | None) -> list[str] | None:
     if text is None:
         return None

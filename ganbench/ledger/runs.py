@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from ganbench.planning.spec import RunSpec
 
 
-
 class RunBusy(Exception):
     """Another process holds a run's lock (it is training that run)."""
 

@@ -19,7 +19,6 @@ from ganbench.errors import UserError
 from ganbench.registry.loader import PluginInfo, build_plugin_manager
 
 
-
 @dataclass(frozen=True)
 class Entry:
     """A registered object and the plugin it came from."""
