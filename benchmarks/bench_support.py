@@ -36,6 +36,7 @@ from ganbench.planning.grid import GridSpec, expand
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Entry, Registry, build_registry
 from ganbench.training import fastpath
+from ganbench.training.loop import make_optimizer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """``../shared/data`` from the checkout: ``mnist/`` holds the real MNIST test split."""
@@ -267,8 +268,8 @@ class MinimalLoop:
         self.generator, self.discriminator = self.fast.prepare_modules(generator.to(device), discriminator.to(device))
         self.real = self.fast.prepare_data(real.samples.to(device), self.discriminator)
         options = self.fast.optimizer_options(params["optimizer"])
-        self.optimizer_g = make_optimizer(self.generator, params, params["lr_g"], **options)
-        self.optimizer_d = make_optimizer(self.discriminator, params, params["lr_d"], **options)
+        self.optimizer_g = make_optimizer(self.generator.parameters(), params["lr_g"], params, **options)
+        self.optimizer_d = make_optimizer(self.discriminator.parameters(), params["lr_d"], params, **options)
         self.data_rng = torch.Generator(device=device).manual_seed(spec.seed + 1)
         self.noise_rng = torch.Generator(device=device).manual_seed(spec.seed + 2)
         self.device = device
@@ -352,8 +353,8 @@ class DataLoaderLoop:
         torch.manual_seed(spec.seed)
         self.generator, self.discriminator = registry.get("architecture", spec.architecture).build(
             tuple(real.samples.shape[1:]), params)
-        self.optimizer_g = make_optimizer(self.generator, params, params["lr_g"])
-        self.optimizer_d = make_optimizer(self.discriminator, params, params["lr_d"])
+        self.optimizer_g = make_optimizer(self.generator.parameters(), params["lr_g"], params)
+        self.optimizer_d = make_optimizer(self.discriminator.parameters(), params["lr_d"], params)
 
     def drive(self, measure: Callable[[Callable[[int], None]], Any]) -> Any:
         return measure(self.steps)
@@ -391,9 +392,3 @@ class DataLoaderLoop:
             g_loss.backward()
             self.optimizer_g.step()
             discriminator.requires_grad_(True)
-
-
-def make_optimizer(module: torch.nn.Module, params: Mapping[str, Any], lr: float, **options: bool) -> torch.optim.Optimizer:
-    if params["optimizer"] == "rmsprop":
-        return torch.optim.RMSprop(module.parameters(), lr=lr, **options)
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(params["beta1"], params["beta2"]), **options)

@@ -22,6 +22,14 @@ class Maxout(nn.Module):
 
     Goodfellow et al. 2013. Units ``k * pieces`` to ``k * pieces + pieces - 1`` of the linear
     layer form output ``k``, as in Blocks' ``LinearMaxout``.
+
+    The maximum is ``max(dim).values``, whose backward hands each output's gradient to the
+    piece that won (one scatter), rather than ``amax``, whose backward rebuilds a mask
+    (a comparison, a sum and a division over all pieces): the same outputs and the same
+    gradients bit for bit, 1.2x faster for the discriminator's forward and backward on a
+    CPU (docs/performance.md). They differ only when pieces tie exactly, which float32
+    weights do not produce in practice: ``amax`` splits the gradient between the tied
+    pieces, ``max`` gives all of it to one; both are subgradients of the maximum.
     """
 
     def __init__(self, inputs: int, outputs: int, pieces: int) -> None:
@@ -30,7 +38,7 @@ class Maxout(nn.Module):
         self.linear = nn.Linear(inputs, outputs * pieces)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).unflatten(-1, (self.outputs, self.pieces)).amax(dim=-1)
+        return self.linear(x).unflatten(-1, (self.outputs, self.pieces)).max(dim=-1).values
 
     def extra_repr(self) -> str:
         return f"outputs={self.outputs}, pieces={self.pieces}"

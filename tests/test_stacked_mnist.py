@@ -106,7 +106,47 @@ def test_real_stacked_data_scored_as_a_generator_covers_all_1000_modes_with_kl_n
     protocol = result["protocols"]["stacked_modes10k_covered"]
     assert float(protocol["classifier_test_accuracy"]) > 0.97
     assert protocol["generated_samples"] == "10000"
+    assert result["values"]["stacked_modes10k_recognised_percent"] > 80
+    assert "real stacked data:" in result["protocols"]["stacked_modes10k_recognised_percent"]["recognised"]
     assert protocol["classifier_data"].startswith("MNIST test digits")
+
+
+def test_coverage_of_samples_that_are_not_digits_is_marked_not_meaningful(shared_cache):
+    # Real digits blurred by a 5x5 box filter: the classifier still puts them in hundreds of
+    # modes (it labels every image), but it recognises almost none of them as digits.
+    count = 2000
+    real = load_stacked(shared_cache, count)
+    metric = stacked_metric()
+    sharp = evaluate_stacked_modes(ReplayGenerator(real.samples), real, shared_cache, count)["values"]
+    blurred = torch.nn.functional.avg_pool2d(real.samples, 5, stride=1, padding=2)
+    blurry = evaluate_stacked_modes(ReplayGenerator(blurred), real, shared_cache, count)["values"]
+    assert sharp["stacked_modes2k_recognised_percent"] > 80
+    assert metric.not_meaningful(sharp) == {}
+    assert blurry["stacked_modes2k_covered"] > 500  # the figure the flag is for
+    assert blurry["stacked_modes2k_recognised_percent"] < 50
+    flagged = metric.not_meaningful(blurry)
+    assert set(flagged) == {"stacked_modes2k_covered", "stacked_modes2k_reverse_kl_nats"}
+    assert "recognised" in flagged["stacked_modes2k_covered"]
+
+
+def test_recognised_means_all_three_channels_get_their_label_with_high_probability(shared_cache, mnist):
+    from ganbench_plugins.stacked_mnist import RECOGNISED_PROBABILITY, classify_stacked, digit_classifier
+
+    real = load_stacked(shared_cache, 300)
+    context = make_context(nn.Identity(), real, stacked_dataset(), {"stacked_modes_samples": 1}, shared_cache,
+                           data_shape=STACKED_SHAPE)
+    classifier, _ = digit_classifier(context)
+    samples = real.samples.clone()
+    samples[::2, 1] = -1.0  # every other sample: its middle channel black, not a digit
+    labels, recognised = classify_stacked(classifier, samples, torch.device("cpu"), with_recognised=True)
+    # Independently: the classifier's probabilities channel by channel.
+    from ganbench.evaluation.images import to_uint8_rgb
+    with torch.no_grad():
+        probability = classifier(to_uint8_rgb(samples.reshape(-1, 1, 28, 28)))[0].float().softmax(dim=1)
+    expected = (probability.max(dim=1).values >= RECOGNISED_PROBABILITY).reshape(-1, 3).all(dim=1)
+    assert torch.equal(recognised, expected)
+    assert torch.equal(labels, classify_stacked(classifier, samples, torch.device("cpu")))
+    assert float(recognised[::2].double().mean()) < float(recognised[1::2].double().mean())
 
 
 def test_a_generator_of_one_digit_triple_covers_one_mode_with_kl_ln_1000(shared_cache, mnist):

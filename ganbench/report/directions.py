@@ -26,6 +26,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     (r"^modes_covered", HIGHER, QUALITY),
     (r"^stacked_modes\w*_covered$", HIGHER, QUALITY),  # stacked-modes: modes of Stacked MNIST found
     (r"high_quality", HIGHER, QUALITY),
+    (r"recognised_percent$", HIGHER, QUALITY),  # stacked-modes: samples whose digits the classifier recognises
     (r"reverse_kl", LOWER, QUALITY),
     (r"per_second$", HIGHER, COST),
     (r"memory", LOWER, COST),

@@ -75,9 +75,13 @@ class Stopwatch:
         self.started = None
 
 
-def _optimizer(name: str, parameters: Any, lr: float, params: Mapping[str, Any],
-               options: Mapping[str, bool]) -> torch.optim.Optimizer:
-    if name == "rmsprop":
+def make_optimizer(parameters: Any, lr: float, params: Mapping[str, Any], **options: bool) -> torch.optim.Optimizer:
+    """The optimiser ``params["optimizer"]`` names, over ``parameters`` at learning rate ``lr``.
+
+    ``torch.optim.RMSprop(lr)``, or ``torch.optim.Adam(lr, betas=(beta1, beta2))``; ``options``
+    select the kernels (:meth:`ganbench.training.fastpath.FastPath.optimizer_options`).
+    """
+    if params["optimizer"] == "rmsprop":
         return torch.optim.RMSprop(parameters, lr=lr, **options)
     return torch.optim.Adam(parameters, lr=lr, betas=(params["beta1"], params["beta2"]), **options)
 
@@ -158,9 +162,8 @@ class RunState:
         self.generator, self.discriminator = fast.prepare_modules(generator.to(device), discriminator.to(device))
         self.real = fast.prepare_data(real, self.discriminator)
         options = fast.optimizer_options(params["optimizer"])
-        self.optimizer_g = _optimizer(params["optimizer"], self.generator.parameters(), params["lr_g"], params, options)
-        self.optimizer_d = _optimizer(params["optimizer"], self.discriminator.parameters(), params["lr_d"], params,
-                                      options)
+        self.optimizer_g = make_optimizer(self.generator.parameters(), params["lr_g"], params, **options)
+        self.optimizer_d = make_optimizer(self.discriminator.parameters(), params["lr_d"], params, **options)
         self.data_rng = torch.Generator(device=device).manual_seed(spec.seed + 1)
         self.noise_rng = torch.Generator(device=device).manual_seed(spec.seed + 2)
         picture_count = SAMPLE_PICTURE_COUNT["images" if len(self.data_shape) == 3 else "points"]
