@@ -238,7 +238,11 @@ def ratio_table(results: Results) -> list[str]:
     for pac in toys:
         figure = lambda name: results.notes[f"toy_{pac}_{name}"]  # noqa: E731
         lines.append(f"  {pac}: {figure('steps_per_second'):.1f} steps/s, {figure('gflop_per_step'):.2f} GFLOP per step, "
-                     f"{figure('gflop_per_second'):.1f} GFLOP/s = {figure('fraction_of_matmul_rate'):.0%} of the matmul's rate")
+                     f"{figure('gflop_per_second'):.1f} GFLOP/s = {figure('fraction_of_matmul_rate'):.0%} of the matmul's rate; "
+                     f"{results.notes.get(f'toy_{pac}_speedup_over_old', math.nan):.2f}x the old path (amax, foreach Adam), "
+                     f"{results.notes.get(f'toy_{pac}_speedup_over_hand', math.nan):.2f}x a bare hand loop")
+        lines.append(f"        in CPU time: {figure('cpu_steps_per_second'):.1f} steps/s, "
+                     f"{figure('cpu_speedup_over_old'):.2f}x the old path, {figure('cpu_speedup_over_hand'):.2f}x the hand loop")
 
     grid_first = results.notes.get("grid_overhead_first_run_seconds", math.nan)
     grid_later = results.notes.get("grid_overhead_per_run_seconds", math.nan)

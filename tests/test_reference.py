@@ -74,6 +74,30 @@ def test_one_run_or_none_gives_no_verdict_and_unfinished_runs_do_not_count(refer
     assert row.runs == 0 and row.figures[0].verdict == "no runs" and math.isnan(row.figures[0].mean)
 
 
+def test_a_figure_the_metric_marks_not_meaningful_carries_the_mark_in_every_format(reference):
+    from ganbench.report.reference import markdown, to_json
+
+    class FewerThanSevenMeansNothing:
+        name = "judge"
+
+        def not_meaningful(self, values):
+            return {"modes_covered": "only a test's reason"} if values["modes_covered"] < 7 else {}
+
+    runs = run_set({1: [6.0, 8.0, 5.0], 2: [8.0, 8.0]})
+    rows = compare(reference, runs, [FewerThanSevenMeansNothing()])
+    marked, clean = rows[0].figures[0], rows[1].figures[0]
+    assert marked.not_meaningful == ["only a test's reason"] * 2 and clean.not_meaningful == []
+    assert "not meaningful in 2 of 3 runs (only a test's reason)" in marked.shown_verdict()
+    assert clean.shown_verdict() == clean.verdict
+    text = markdown(reference, rows)
+    assert text.count("not meaningful") == 1 and "only a test's reason" in text
+    figures = [row["figures"][0] for row in to_json(reference, rows)["rows"]]
+    assert [f["not_meaningful_runs"] for f in figures] == [2, 0]
+    table = terminal_table(reference, rows)
+    assert "n/m = not meaningful" in table.caption and "only a test's reason" in table.caption
+    assert compare(reference, runs)[0].figures[0].not_meaningful == []  # no judges: no marks
+
+
 def test_the_shipped_pacgan_table1_reference_is_the_papers_table():
     assert "pacgan-table1" in reference_names()
     table = load_reference("pacgan-table1")

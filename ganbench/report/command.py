@@ -84,14 +84,18 @@ def report_command(context: click.Context, out_dirs: tuple[str, ...], sort: str 
     best of its dataset (Welch's t-test). Writes Markdown, CSV, JSON, LaTeX and HTML to
     OUT/report/.
     """
+    from ganbench.report.caveats import judges_of
     from ganbench.report.reference import load_reference, write_reference_comparison
     from ganbench.report.runs import load_runs
 
     published = [load_reference(name) for name in references]  # a bad name fails before any work
     disabled = tuple((context.obj or {}).get("disabled", ()))
     console = Console()
-    target = write_report(out_dirs, console, sort, report_dir=output, alpha=alpha, registry=_registry(disabled))
+    registry = _registry(disabled)
+    target = write_report(out_dirs, console, sort, report_dir=output, alpha=alpha, registry=registry)
+    judges, _ = judges_of(registry)
     for reference in published:
-        path, table = write_reference_comparison(reference, load_runs([Path(out) for out in out_dirs]), target)
+        path, table = write_reference_comparison(reference, load_runs([Path(out) for out in out_dirs]), target,
+                                                 judges)
         console.print(table)
         console.print(f"side by side with {reference.source}: {path}")

@@ -29,11 +29,12 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ganbench.errors import UserError
 from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import atomic_write
+from ganbench.report.caveats import MARK, SHORT_MARK
 from ganbench.report.runs import RunSet
 
 if TYPE_CHECKING:
@@ -80,6 +81,15 @@ class Figure:
     standard_error: float = math.nan
     runs: int = 0
     verdict: str = "no runs"
+    not_meaningful: list[str] = field(default_factory=list)
+    """The metric's reason for each of these runs whose figure it marks not meaningful."""
+
+    def shown_verdict(self) -> str:
+        """The verdict, with the not-meaningful mark when any of the runs carries it."""
+        if not self.not_meaningful:
+            return self.verdict
+        return (f"{self.verdict}; {MARK} in {len(self.not_meaningful)} of {self.runs} runs "
+                f"({self.not_meaningful[0]})")
 
 
 @dataclass
@@ -150,8 +160,30 @@ def _matches(config: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
     return True
 
 
-def compare(reference: Reference, runs: RunSet) -> list[ComparedRow]:
-    """Every published row beside the mean and standard error of its finished runs."""
+def _marked(judges: Sequence[Any], record: Mapping[str, Any], columns: Sequence[str], column: str) -> str | None:
+    """The first judge's reason why ``column`` of one run (``record``) is not meaningful, else None."""
+    figures = {}
+    for name in columns:
+        try:
+            figures[name] = float(record.get(name))
+        except (TypeError, ValueError):
+            figures[name] = math.nan
+    for judge in judges:
+        try:
+            reason = dict(judge.not_meaningful(figures) or {}).get(column)
+        except Exception:  # a plugin's bug must not take the comparison down; the report names it
+            continue
+        if reason:
+            return str(reason)
+    return None
+
+
+def compare(reference: Reference, runs: RunSet, judges: Sequence[Any] = ()) -> list[ComparedRow]:
+    """Every published row beside the mean and standard error of its finished runs.
+
+    ``judges`` are metrics (:meth:`ganbench.Metric.not_meaningful`): a figure they mark for
+    any of a row's runs carries the mark beside its verdict, in every format.
+    """
     frame = runs.frame[runs.frame["status"] == RunStatus.DONE]
     compared = []
     for row in reference.rows:
@@ -171,6 +203,11 @@ def compare(reference: Reference, runs: RunSet) -> list[ComparedRow]:
                 figure.verdict = "agrees" if gap <= allowed else "differs"
             elif figure.runs == 1:
                 figure.verdict = "can't tell (1 run)"
+            if figure.runs:
+                for record in selected[selected[column].notna()].to_dict("records"):
+                    reason = _marked(judges, record, runs.metric_columns, column)
+                    if reason:
+                        figure.not_meaningful.append(reason)
             result.figures.append(figure)
         compared.append(result)
     return compared
@@ -209,7 +246,7 @@ def markdown(reference: Reference, compared: list[ComparedRow]) -> str:
                 continue
             digits = _digits(column)
             cells += [_cell(*figure.published, digits), _cell(figure.mean, figure.standard_error, digits)]
-        cells += [figures[c].verdict if c in figures else "–" for c in columns]
+        cells += [figures[c].shown_verdict() if c in figures else "–" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -239,9 +276,13 @@ def terminal_table(reference: Reference, compared: list[ComparedRow]) -> "Table"
                 continue
             digits = _digits(column)
             cells.append(f"{_cell(figure.mean, figure.standard_error, digits)} vs "
-                         f"{_cell(*figure.published, digits)} {VERDICT_MARKS.get(figure.verdict, '?')}")
+                         f"{_cell(*figure.published, digits)} {VERDICT_MARKS.get(figure.verdict, '?')}"
+                         + (f" {SHORT_MARK}" if figure.not_meaningful else ""))
         table.add_row(label, str(row.runs), *cells)
-    table.caption = (f"agrees: within {AGREEMENT_STANDARD_ERRORS:g} combined standard errors; ?: fewer than 2 runs")
+    table.caption = (f"agrees: within {AGREEMENT_STANDARD_ERRORS:g} combined standard errors; ?: fewer than 2 runs"
+                     + "".join(f"\n{SHORT_MARK} = {MARK}: {row.label} {f.column}: {f.not_meaningful[0]} "
+                               f"({len(f.not_meaningful)} of {f.runs} runs)"
+                               for row in compared for f in row.figures if f.not_meaningful))
     return table
 
 
@@ -255,12 +296,17 @@ def to_json(reference: Reference, compared: list[ComparedRow]) -> dict[str, Any]
                       "figures": [{"column": f.column, "published_mean": f.published[0],
                                    "published_error": f.published[1], "ganbench_mean": finite(f.mean),
                                    "ganbench_standard_error": finite(f.standard_error), "ganbench_runs": f.runs,
-                                   "verdict": f.verdict} for f in row.figures]} for row in compared]}
+                                   "verdict": f.verdict, "not_meaningful_runs": len(f.not_meaningful),
+                                   "not_meaningful_reasons": f.not_meaningful}
+                                  for f in row.figures]} for row in compared]}
 
 
-def write_reference_comparison(reference: Reference, runs: RunSet, report_dir: Path) -> tuple[Path, "Table"]:
-    """Write ``reference-<name>.md`` and ``.json`` into ``report_dir``; return the Markdown path and a terminal table."""
-    compared = compare(reference, runs)
+def write_reference_comparison(reference: Reference, runs: RunSet, report_dir: Path,
+                               judges: Sequence[Any] = ()) -> tuple[Path, "Table"]:
+    """Write ``reference-<name>.md`` and ``.json`` into ``report_dir``; return the Markdown path and a terminal table.
+
+    ``judges``: the installed metrics, which mark figures not meaningful (see :func:`compare`)."""
+    compared = compare(reference, runs, judges)
     text = markdown(reference, compared)
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"reference-{reference.name}.md"
