@@ -201,6 +201,10 @@ def test_loss_table_gives_the_same_run_id_as_the_setting_given_for_the_whole_gri
 
 def test_loss_table_of_a_loss_outside_the_grid_is_ignored_and_a_misspelt_one_lists_the_losses(registry):
     assert len(expand(grid(per_plugin={"loss": {"wgan-gp": {"lr": [1e-4]}}}), registry)) == 1
+    # ... even with a setting only that loss knows (wgan's clip_value, in a grid of ns runs)
+    assert len(expand(grid(per_plugin={"loss": {"wgan": {"clip_value": [0.02]}}}), registry)) == 1
+    assert "fid_samples" in user_error(expand, grid(metrics=["fid"], datasets=["mnist"], archs=["dcgan"],
+                                                    per_plugin={"loss": {"ns": {"fid_samples": [10]}}}), registry)
     message = user_error(expand, grid(per_plugin={"loss": {"wgan-gpp": {"lr": [1e-4]}}}), registry)
     assert "wgan-gpp" in message and "wgan-gp" in message.replace("wgan-gpp", "")
 

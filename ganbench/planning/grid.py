@@ -235,16 +235,18 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     for key, values in grid.sets.items():
         for target in SHORTCUTS.get(key, (key,)):
             sets[target] = values
+    in_grid = {"arch": set(grid.archs), "loss": set(grid.losses), "dataset": set(grid.datasets)}
+    table_keys = set()  # keys of the [loss.NAME]... tables of this grid's plugins (others are ignored)
     for table, plugins in grid.per_plugin.items():
         for name, settings in plugins.items():
             registry.get(PLUGIN_TABLES[table], name)  # a misspelt name lists the available ones
-            for key in settings:
-                sets.update({target: settings[key] for target in SHORTCUTS.get(key, (key,))})
+            if name in in_grid[table]:
+                table_keys |= {target for key in settings for target in SHORTCUTS.get(key, (key,))}
     plugin_keys = set(LOOP_DEFAULTS)
     for obj in [*archs.values(), *losses.values(), *datasets.values()]:
         plugin_keys |= set(obj.defaults)
     metric_keys = {key for metric in metrics.values() for key in metric.defaults}
-    unknown = sorted(set(sets) - plugin_keys - metric_keys)
+    unknown = sorted((set(sets) | table_keys) - plugin_keys - metric_keys)
     if unknown:
         raise UserError(f"unknown hyperparameter(s) {', '.join(unknown)} for this grid; known: "
                         f"{', '.join(sorted(plugin_keys | metric_keys | set(SHORTCUTS)))}.")
@@ -252,12 +254,9 @@ def expand(grid: GridSpec, registry: Registry) -> list[RunSpec]:
     axes = {tuple(t for t in SHORTCUTS.get(key, (key,)) if t in plugin_keys): values
             for key, values in grid.sets.items()}
     axes.pop((), None)
-    for table, plugins in grid.per_plugin.items():
-        for name, settings in plugins.items():
-            for key in settings:
-                if not any(target in plugin_keys for target in SHORTCUTS.get(key, (key,))):
-                    raise UserError(f"[{table}.{name}] {key}: evaluation settings apply to the whole grid; "
-                                    "put them in [set].")
+    if table_keys - plugin_keys:
+        raise UserError(f"{', '.join(sorted(table_keys - plugin_keys))}: evaluation settings apply to the whole "
+                        "grid, not to one plugin's runs; put them in [set].")
     metric_settings_axes = {k: v for k, v in sets.items() if k not in plugin_keys}
     for key, values in metric_settings_axes.items():
         if len(values) != 1:
