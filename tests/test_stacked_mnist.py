@@ -129,6 +129,36 @@ def test_coverage_of_samples_that_are_not_digits_is_marked_not_meaningful(shared
     assert "recognised" in flagged["stacked_modes2k_covered"]
 
 
+def test_the_real_datas_recognised_share_is_computed_once_per_run_and_is_the_real_datas(shared_cache, monkeypatch):
+    # Every evaluation of a run reports the real data's recognised share beside the generator's;
+    # the real samples do not change, so they are labelled once, not at every evaluation.
+    from ganbench_plugins import stacked_mnist
+
+    count = 1000
+    real = load_stacked(shared_cache, count)
+    calls = []
+    original = stacked_mnist.classify_stacked
+
+    def counting(classifier, samples, device, *args, **kwargs):
+        calls.append(samples)
+        return original(classifier, samples, device, *args, **kwargs)
+
+    monkeypatch.setattr(stacked_mnist, "classify_stacked", counting)
+    blurred = torch.nn.functional.avg_pool2d(real.samples, 5, stride=1, padding=2)
+    first = evaluate_stacked_modes(ReplayGenerator(real.samples), real, shared_cache, count)
+    second = evaluate_stacked_modes(ReplayGenerator(blurred), real, shared_cache, count)
+    real_calls = [samples for samples in calls if torch.equal(samples, real.samples[:count])]
+    assert len(calls) == 3 and len(real_calls) == 2  # two generators' samples, the real data once
+    # (the first generator replays the real data, so its samples equal them too)
+    recognised_text = [result["protocols"]["stacked_modes1k_recognised_percent"]["recognised"]
+                       for result in (first, second)]
+    assert recognised_text[0] == recognised_text[1]
+    # The figure in the protocol is the real data's own share, as the generator column computes it
+    # for a generator that replays the real data.
+    assert f"real stacked data: {first['values']['stacked_modes1k_recognised_percent']:.1f}% of {count}" \
+        in recognised_text[0]
+
+
 def test_recognised_means_all_three_channels_get_their_label_with_high_probability(shared_cache, mnist):
     from ganbench_plugins.stacked_mnist import RECOGNISED_PROBABILITY, classify_stacked, digit_classifier
 
