@@ -36,7 +36,7 @@ from ganbench.planning.grid import GridSpec, expand
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Entry, Registry, build_registry
 from ganbench.training import fastpath
-from ganbench.training.loop import make_optimizer
+from ganbench.training.state import make_optimizer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """``../shared/data`` from the checkout: ``mnist/`` holds the real MNIST test split."""

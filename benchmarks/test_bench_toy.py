@@ -37,7 +37,8 @@ from bench_support import load_data
 from ganbench.ledger.runs import run_directory
 from ganbench.planning.grid import expand, load_preset
 from ganbench.training import fastpath
-from ganbench.training.loop import RunState, train_step
+from ganbench.training.loop import Due, at_boundary, learning_rate_factor, train_step
+from ganbench.training.state import RunState
 from ganbench_plugins.pacgan_networks import Maxout
 
 PACKING = (1, 2)
@@ -136,9 +137,15 @@ class LoopSteps:
     def steps(self, count: int) -> None:
         run = self.run
         for _ in range(count):
-            run.before_step()
-            if run.record(*train_step(run)):
-                run.at_boundary()
+            if run.should_stop():
+                raise run.stop()
+            run.set_learning_rates(learning_rate_factor(run.spec, run.step))
+            run.start_timing()
+            run.record(*train_step(run))
+            due = Due.after(run.spec, run.step)
+            if due:
+                run.pause_timing()
+                at_boundary(run, due)
 
 
 def toy_run(spec, registry, data_dir: Path, cache_dir: Path, out: Path) -> RunState:

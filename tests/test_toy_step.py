@@ -20,7 +20,8 @@ from ganbench.ledger.runs import run_directory
 from ganbench.planning.grid import GridSpec, expand
 from ganbench.registry import build_registry
 from ganbench.training import fastpath
-from ganbench.training.loop import RunState, train_step
+from ganbench.training.loop import train_step
+from ganbench.training.state import RunState
 from ganbench_plugins.pacgan_networks import Maxout
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -44,7 +44,8 @@ from ganbench.errors import Interrupted
 from ganbench.ledger.runs import RunDirectory
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.training.loop import Outcome, RunState, train_to_end
+from ganbench.training.loop import Due, at_boundary, learning_rate_factor, train_to_end
+from ganbench.training.state import Outcome, RunState
 
 PACK_FREE_PARAMS = ("lr_g", "lr_d")
 """Hyperparameters that may differ between the runs of one pack (besides the seed)."""
@@ -201,20 +202,24 @@ def train_packed(specs: Sequence[RunSpec], directories: Sequence[RunDirectory], 
                  interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> dict[str, Outcome]:
     """Train (or resume) ``specs`` together, each in its directory; return ``run_id -> outcome``.
 
-    Stopping works as in :func:`ganbench.training.loop.train_run`: every run is checkpointed and
-    :class:`~ganbench.training.loop.Interrupted` raised. Runs resumed at different steps catch up:
-    each stacked step trains the runs that are furthest behind.
+    Each run is built and resumed as :func:`ganbench.training.loop.train_run` does; runs whose
+    models vmap cannot stack then train one after another, the others together
+    (:func:`train_together`). Stopping works as for a run alone: every unfinished run is
+    checkpointed and :class:`~ganbench.errors.Interrupted` raised.
     """
-    runs = [RunState(spec, directory, registry=registry, device=device, data_dir=data_dir, cache_dir=cache_dir,
-                     should_stop=should_stop, interruptible=interruptible,
-                     on_progress=lambda step, total, rate, spec=spec: on_progress(spec, step, total, rate))
-            for spec, directory in zip(specs, directories)]
-    outcomes: dict[str, Outcome] = {}
+    runs = []
+    for spec, directory in zip(specs, directories):  # each built and resumed as if it trained alone
+        run = RunState(spec, directory, registry=registry, device=device, data_dir=data_dir, cache_dir=cache_dir,
+                       should_stop=should_stop, interruptible=interruptible,
+                       on_progress=lambda step, total, rate, spec=spec: on_progress(spec, step, total, rate))
+        run.resume()
+        runs.append(run)
     reason = why_not_packable(runs) if len(runs) > 1 else "a pack of one"
     if reason is not None:
         for run in runs:
             run.log(f"trained alone: {reason}")
             run.packing = {"training_packing": f"asked to pack, trained alone: {reason}"}
+        outcomes: dict[str, Outcome] = {}
         for run in runs:
             with run.own_global_rng():
                 outcomes[run.spec.run_id] = train_to_end(run)
@@ -225,6 +230,17 @@ def train_packed(specs: Sequence[RunSpec], directories: Sequence[RunDirectory], 
         run.log(f"packed with {others}: one stacked model (torch.func.vmap)")
         run.packing = {"training_packing": f"{len(runs)} runs as one stacked model (torch.func.vmap); "
                                            "time and throughput figures are per run over the pack's time"}
+    return train_together(runs, should_stop)
+
+
+def train_together(runs: Sequence[RunState], should_stop: Callable[[], bool]) -> dict[str, Outcome]:
+    """Train built (and resumed) runs as one stacked model until each ends; ``run_id -> outcome``.
+
+    The loop of :func:`ganbench.training.loop.train_to_end`, its pieces in the same order, for
+    the runs furthest behind at each step (runs resumed at different steps catch up); each
+    run's plugin calls and boundary work see its own state of torch's global RNG.
+    """
+    outcomes: dict[str, Outcome] = {}
     stacks: dict[tuple[int, ...], tuple[StackedModules, StackedModules]] = {}
     unfinished = [run for run in runs if not run.finished]
     while unfinished:
@@ -234,14 +250,19 @@ def train_packed(specs: Sequence[RunSpec], directories: Sequence[RunDirectory], 
         if key not in stacks:
             stacks[key] = (StackedModules([run.generator for run in group]),
                            StackedModules([run.discriminator for run in group]))
-        _before_step(group, unfinished, should_stop)
-        losses = packed_step(group, *stacks[key])
-        at_boundary = [run for run, each in zip(group, losses) if run.record(*each)]
-        for run in at_boundary:  # every clock stops before any run samples or evaluates
+        if should_stop():  # polled once per step, as for a run alone
+            raise _stop(unfinished)
+        for run in group:
+            run.set_learning_rates(learning_rate_factor(run.spec, run.step))
+            run.start_timing()
+        for run, losses in zip(group, packed_step(group, *stacks[key])):
+            run.record(*losses)
+        boundaries = [(run, due) for run in group if (due := Due.after(run.spec, run.step))]
+        for run, _ in boundaries:  # every clock stops before any run samples or evaluates
             run.pause_timing()
-        for run in at_boundary:
+        for run, due in boundaries:
             with run.own_global_rng():
-                outcome = run.at_boundary()
+                outcome = at_boundary(run, due)
             if outcome is not None:
                 outcomes[run.spec.run_id] = outcome
         unfinished = [run for run in unfinished if not run.finished and run.spec.run_id not in outcomes]
@@ -252,22 +273,10 @@ def train_packed(specs: Sequence[RunSpec], directories: Sequence[RunDirectory], 
     return outcomes
 
 
-
-def _before_step(group: Sequence[RunState], unfinished: Sequence[RunState], should_stop: Callable[[], bool]) -> None:
-    """Start the group's step; on a stop request, checkpoint every unfinished run, then raise.
-
-    ``should_stop`` is polled once per step, as for a run trained alone.
-    """
-    if not should_stop():
-        for run in group:
-            with run.own_global_rng():
-                run.before_step(stop=False)
-        return
+def _stop(runs: Sequence[RunState]) -> Interrupted:
+    """Checkpoint every run of ``runs`` where it is, for a stop request; the :class:`Interrupted` to raise."""
     stopped = Interrupted("stopped")
-    for run in unfinished:
-        try:
-            with run.own_global_rng():
-                run.before_step(stop=True)
-        except Interrupted as interruption:
-            stopped = interruption
-    raise stopped
+    for run in runs:
+        with run.own_global_rng():  # the checkpoint keeps the run's own global RNG
+            stopped = run.stop()
+    return stopped
