@@ -9,6 +9,9 @@ global RNG (WGAN-GP draws its interpolation weights from it) can do.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,8 @@ from ganbench.ledger.storage import read_json, read_jsonl
 from ganbench.planning.grid import GridSpec, expand
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import build_registry
-from ganbench.training.packing import plan_packs
+from ganbench.training.loop import train_to_end
+from ganbench.training.packing import plan_packs, train_together
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -275,3 +279,25 @@ def test_ganbench_run_pack_trains_a_grid_in_packs_through_the_worker_processes(t
     assert code == 0 and "4 of 4 runs already finished" in out
     code, out, err = ganbench(*arguments, "--pack", "0")
     assert code == 2 and err.strip() == "ganbench: error: --pack 0: give 1 (no packing) or more."
+
+
+LOOP_PIECES = {"should_stop": "should_stop", "stop": "stop", "_stop": "stop", "set_learning_rates": "set_learning_rates",
+               "learning_rate_factor": "learning_rate_factor", "start_timing": "start_timing", "train_step": "step",
+               "packed_step": "step", "record": "record", "after": "Due.after", "pause_timing": "pause_timing",
+               "at_boundary": "at_boundary", "finish": "finish"}
+
+
+def loop_pieces(function) -> list[str]:
+    """The training loop's pieces that ``function`` calls, in the order of its source (either step is "step")."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    calls = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Call)),
+                   key=lambda call: (call.lineno, call.col_offset))
+    names = [call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "") for call in calls]
+    return [LOOP_PIECES[name] for name in names if name in LOOP_PIECES]
+
+
+def test_a_pack_trains_with_the_pieces_of_the_loop_of_one_run_in_the_same_order():
+    alone = loop_pieces(train_to_end)
+    assert alone == ["should_stop", "stop", "set_learning_rates", "learning_rate_factor", "start_timing", "step",
+                     "record", "Due.after", "pause_timing", "at_boundary", "finish"]
+    assert loop_pieces(train_together) == alone
