@@ -281,10 +281,11 @@ def test_ganbench_run_pack_trains_a_grid_in_packs_through_the_worker_processes(t
     assert code == 2 and err.strip() == "ganbench: error: --pack 0: give 1 (no packing) or more."
 
 
-LOOP_PIECES = {"should_stop": "should_stop", "stop": "stop", "_stop": "stop", "set_learning_rates": "set_learning_rates",
-               "learning_rate_factor": "learning_rate_factor", "start_timing": "start_timing", "train_step": "step",
-               "packed_step": "step", "record": "record", "after": "Due.after", "pause_timing": "pause_timing",
-               "at_boundary": "at_boundary", "finish": "finish"}
+LOOP_PIECES = {"should_stop": "should_stop", "stop": "stop", "_stop": "stop",
+               "set_learning_rates": "set_learning_rates", "learning_rate_factor": "learning_rate_factor",
+               "start_timing": "start_timing", "train_step": "step", "packed_step": "step", "record": "record",
+               "after": "Due.after", "pause_timing": "pause_timing", "at_boundary": "at_boundary", "finish": "finish"}
+"""What ``loop_pieces`` reports a call of each name as (the two loops' own names for one piece made one)."""
 
 
 def loop_pieces(function) -> list[str]:

@@ -282,7 +282,21 @@ class RunState:
             return samples
         return self.fast.prepare_data(pack_samples(samples, self.pac, len(self.data_shape)), self.discriminator)
 
-    # The loop's pieces, in the order the loop calls them.
+    def training_figures(self) -> dict[str, float]:
+        """Steady-state throughput, training seconds and peak memory so far."""
+        seconds = max(self.stopwatch.seconds, 1e-9)
+        steps = self.stopwatch.steps
+        return {"images_per_second": steps * self.batch_size * self.pac * self.n_critic / seconds,
+                "steps_per_second": steps / seconds, "train_seconds": self.stopwatch.seconds,
+                "peak_memory_mb": _peak_memory_mb(self.device)}
+
+    # The loop's pieces, in the order ganbench.training.loop.train_to_end calls them.
+
+    def stop(self) -> Interrupted:
+        """Checkpoint where the run is, for a stop request; the :class:`Interrupted` to raise."""
+        self.pause_timing()
+        self.checkpoint()
+        return Interrupted(f"stopped at step {self.step}")
 
     def set_learning_rates(self, factor: float) -> None:
         """Both optimisers at ``factor`` times the run's ``lr_g`` and ``lr_d`` (the learning-rate schedule)."""
@@ -382,20 +396,6 @@ class RunState:
             "train_seconds": self.stopwatch.seconds, "timed_steps": self.stopwatch.steps,
             "pending_losses": torch.stack(self.pending).float().cpu() if self.pending else torch.empty(0, 3)})
         self.directory.write_status(RunStatus.RUNNING, step=self.step, wall_seconds=self.wall_seconds())
-
-    def stop(self) -> Interrupted:
-        """Checkpoint where the run is, for a stop request; the :class:`Interrupted` to raise."""
-        self.pause_timing()
-        self.checkpoint()
-        return Interrupted(f"stopped at step {self.step}")
-
-    def training_figures(self) -> dict[str, float]:
-        """Steady-state throughput, training seconds and peak memory so far."""
-        seconds = max(self.stopwatch.seconds, 1e-9)
-        steps = self.stopwatch.steps
-        return {"images_per_second": steps * self.batch_size * self.pac * self.n_critic / seconds,
-                "steps_per_second": steps / seconds, "train_seconds": self.stopwatch.seconds,
-                "peak_memory_mb": _peak_memory_mb(self.device)}
 
     def finish(self) -> Outcome:
         """The final evaluation; the run's outcome, with its figures and protocol."""
