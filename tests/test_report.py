@@ -364,13 +364,72 @@ def test_report_command_reports_a_bad_directory_in_one_line(tmp_path, capsys):
 def test_hardware_comes_from_the_runs_when_they_recorded_it(tmp_path):
     protocol = {"images_per_second": {"metric": "throughput", "device_name": "NVIDIA H100 80GB HBM3"}}
     make_run(tmp_path, "ns", 0, {"images_per_second": 1.0}, protocol=protocol)
+    make_run(tmp_path, "ns", 1, {"images_per_second": 1.0}, protocol=protocol)
     comparison = comparison_of(tmp_path)
-    assert (comparison.hardware, comparison.hardware_source) == ("NVIDIA H100 80GB HBM3", "recorded by the runs")
+    assert (comparison.hardware, comparison.hardware_source) == ("NVIDIA H100 80GB HBM3 (2 runs)",
+                                                                 "recorded by the runs")
     bare = tmp_path / "bare"
     make_run(bare, "ns", 0, {"images_per_second": 1.0},
              protocol={"images_per_second": {"metric": "throughput", "device_name": "cuda:0"}})
     comparison = comparison_of(bare)
     assert comparison.hardware == "test machine" and "recorded none" in comparison.hardware_source
+
+
+XEON_AMX = "Intel(R) Xeon(R) Processor, AVX512-BF16 + AMX (bf16 native), 2 torch threads"
+XEON_AVX2 = "Intel(R) Xeon(R) Processor, AVX2 (bf16 not native), 1 torch thread"
+
+
+def test_runs_on_different_hardware_are_counted_and_keyed_beside_their_throughput(tmp_path):
+    """Each hardware with its runs; runs that recorded none (older) are counted apart and the
+    report says which machine wrote it; every table names each config's hardware by key."""
+    for seed, hardware in enumerate([XEON_AMX, XEON_AMX, XEON_AMX, None]):  # ns: three on AMX, one old run
+        make_run(tmp_path, "ns", seed, {"images_per_second": 900.0 + seed},
+                 protocol={"images_per_second": {"metric": "throughput"},
+                           **({"training_hardware": hardware} if hardware else {})})
+    for seed in (0, 1):
+        make_run(tmp_path, "hinge", seed, {"images_per_second": 300.0},
+                 protocol={"images_per_second": {"metric": "throughput"}, "training_hardware": XEON_AVX2})
+    make_run(tmp_path, "lsgan", 0, status="pending")  # never trained: no hardware to record
+    comparison = comparison_of(tmp_path)
+    assert comparison.hardware == (f"H1 = {XEON_AMX} (3 runs); H2 = {XEON_AVX2} (2 runs); "
+                                   f"? = 1 older run that recorded none (this report was written on test machine)")
+    assert comparison.hardware_source == "recorded by 5 of 6 runs"
+
+    from ganbench.report.table import dataset_table, legend
+    from ganbench.report.terminal import compact_rows
+
+    table = dataset_table(comparison, "ring8")
+    assert table.headers[-1] == "hardware"
+    keys = {config.label: row[-1].text for config, row in zip(table.configs, table.rows)}
+    assert keys == {"mlp/ns": "H1, ?", "mlp/hinge": "H2", "mlp/lsgan": "–"}
+    assert comparison.hardware in legend(comparison)  # under the table in report.md and report.html
+    flags = {row[0]: row[-1] for row in compact_rows(comparison, "ring8")}
+    assert flags["mlp/hinge"] == "on H2" and flags["mlp/ns"] == "on H1, ?"
+
+    from ganbench.report.files import latex_table, write_markdown
+    from ganbench.report.html import render_html
+
+    markdown = write_markdown(comparison, [], tmp_path).read_text()
+    assert f"Hardware: {comparison.hardware} (recorded by 5 of 6 runs)." in markdown
+    assert "| wall s / run | hardware |" in markdown and comparison.hardware in markdown.split("## ring8")[1]
+    assert "<th>hardware</th>" in render_html(comparison, [])
+    from ganbench.report.files import report_json
+
+    assert report_json(comparison, [], tmp_path)["hardware"] == {
+        "description": comparison.hardware, "source": "recorded by 5 of 6 runs",
+        "runs": {XEON_AMX: 3, XEON_AVX2: 2}, "unrecorded_runs": 1}
+    assert "& Hardware \\\\" in latex_table(comparison, "ring8")
+
+
+def test_runs_on_one_hardware_need_no_hardware_column(tmp_path):
+    for seed in (0, 1):
+        make_run(tmp_path, "ns", seed, {"images_per_second": 900.0},
+                 protocol={"images_per_second": {"metric": "throughput"}, "training_hardware": XEON_AMX})
+    comparison = comparison_of(tmp_path)
+    assert (comparison.hardware, comparison.hardware_source) == (f"{XEON_AMX} (2 runs)", "recorded by the runs")
+    from ganbench.report.table import dataset_table
+
+    assert "hardware" not in dataset_table(comparison, "ring8").headers
 
 
 def test_a_metric_undefined_for_some_seeds_says_how_many_it_averages(tmp_path):

@@ -22,6 +22,7 @@ from ganbench.ledger.statuses import FAILED, UNFINISHED, RunStatus
 from ganbench.report.caveats import NotMeaningful, judges_of, not_meaningful_in
 from ganbench.report.directions import (PRIMARY_PREFERENCE, THROUGHPUT, Direction, direction_of,
                                         quality_columns)
+from ganbench.report.hardware import HardwareUse, hardware_use
 from ganbench.report.reproduce import reproduce_command, version_differences
 from ganbench.report.runs import RunSet, protocols_of, recorded_hardware
 from ganbench.report.significance import ALPHA, Verdict, compare_with_best
@@ -70,11 +71,14 @@ class ConfigSummary:
     protocol: dict[str, dict[str, str]]
     """Metric column -> its protocol; a key whose value differs between seeds lists them all."""
     hardware: list[str]
+    """Every hardware its runs recorded (see :mod:`ganbench.report.hardware`)."""
     command: str
     verdict: Verdict | None = None
     errors: list[str] = field(default_factory=list)
     not_meaningful: dict[str, "NotMeaningful"] = field(default_factory=dict)
     """Metric column -> why its figure says nothing for some of the seeds (see :mod:`ganbench.report.caveats`)."""
+    hardware_unrecorded: int = 0
+    """Its runs that trained but recorded no hardware (older runs)."""
 
     def summary(self, column: str | None) -> Summary | None:
         return self.metrics.get(column) if column else None
@@ -96,13 +100,16 @@ class Comparison:
     metric_columns: list[str]
     sources: list[Path]
     hardware: str
+    """Each hardware the runs recorded with its number of runs, or the machine that wrote the report."""
     hardware_source: str
-    """``recorded by the runs`` or ``the machine that wrote this report; ...``."""
+    """``recorded by the runs``, ``recorded by 12 of 15 runs`` or ``the machine that wrote this report; ...``."""
     alpha: float
     sort: str | None
     notes: list[str]
     generated: str
     ganbench_version: str
+    hardware_use: HardwareUse | None = None
+    """The runs' hardware with a key each when they differ (``H1``...), for the tables."""
 
     def in_dataset(self, dataset: str) -> list[ConfigSummary]:
         return [c for c in self.configs if c.dataset == dataset]
@@ -220,6 +227,8 @@ def aggregate(runs: RunSet, sort: str | None = None, alpha: float = ALPHA, regis
             wall_seconds=summarize("wall_seconds", seeds, group["wall_seconds"].tolist()),
             protocol=_merged_protocol(run_statuses),
             hardware=sorted({h for h in map(recorded_hardware, run_statuses) if h}),
+            hardware_unrecorded=sum(1 for s in run_statuses
+                                    if s.get("status") != RunStatus.PENDING and not recorded_hardware(s)),
             command=reproduce_command(config, seeds, registry),
             errors=[f"seed {s}: {e}" for s, e in zip(group["seed"], group["error"]) if e],
             not_meaningful=not_meaningful_in(
@@ -259,11 +268,9 @@ def aggregate(runs: RunSet, sort: str | None = None, alpha: float = ALPHA, regis
         verdicts = compare_with_best(samples, direction_of(column).better or "lower", alpha)
         for c in members:
             c.verdict = verdicts[c.config_id]
-    recorded = sorted({h for c in configs for h in c.hardware})
-    if recorded:
-        hardware, hardware_source = "; ".join(recorded), "recorded by the runs"
-    else:
-        hardware, hardware_source = hardware_fallback(), "the machine that wrote this report; the runs recorded none"
+    use = hardware_use((runs.statuses[r] for r in frame["run_id"]), hardware_fallback)
+    hardware, hardware_source = use.description()
     return Comparison(configs=configs, datasets=datasets, primary=primary, metric_columns=runs.metric_columns,
                       sources=runs.sources, hardware=hardware, hardware_source=hardware_source, alpha=alpha,
-                      sort=sort, notes=notes, generated=generated, ganbench_version=__version__)
+                      sort=sort, notes=notes, generated=generated, ganbench_version=__version__,
+                      hardware_use=use)

@@ -24,8 +24,8 @@ from ganbench.report.plots import Picture
 from ganbench.report.search import markdown_section as search_markdown
 from ganbench.report.search import search_json
 from ganbench.report.significance import METHOD, TIED
-from ganbench.report.table import (MISSING, best_means, dataset_table, header_of, legend, mean_std,
-                                   protocol_rows, settings_rows, versions_rows)
+from ganbench.report.table import (MISSING, best_means, dataset_table, hardware_keys, header_of, legend,
+                                   mean_std, protocol_rows, settings_rows, versions_rows)
 
 SCHEMA = "ganbench-report/1"
 CSV_COLUMNS = ("dataset", "config_id", "config", "architecture", "loss", "split", "steps", "batch_size",
@@ -104,7 +104,9 @@ def report_json(comparison: Comparison, pictures: list[Picture], report_dir: Pat
         "sources": [str(s) for s in comparison.sources], "sort": comparison.sort,
         "confidence": CONFIDENCE,
         "significance": {"method": METHOD, "alpha": comparison.alpha},
-        "hardware": {"description": comparison.hardware, "source": comparison.hardware_source},
+        "hardware": {"description": comparison.hardware, "source": comparison.hardware_source,
+                     "runs": comparison.hardware_use.runs if comparison.hardware_use else {},
+                     "unrecorded_runs": comparison.hardware_use.unrecorded if comparison.hardware_use else 0},
         "datasets": datasets,
         "configs": [config_json(c, comparison.primary.get(c.dataset), samples, report_dir)
                     for c in comparison.configs],
@@ -242,12 +244,15 @@ def latex_table(comparison: Comparison, dataset: str) -> str:
     best = {column: best_means(configs, column) for column in columns}
     headers = ["Config", "Seeds"] + [latex_escape(header_of(c)).replace("↓", "$\\downarrow$")
                                      .replace("↑", "$\\uparrow$") for c in columns]
+    keyed = bool(comparison.hardware_use and comparison.hardware_use.keyed)
+    headers += ["Hardware"] if keyed else []
     lines = [f"% ganbench report: {latex_escape(dataset)}. Needs \\usepackage{{booktabs}}.",
              "\\begin{table}[t]", "\\centering",
              f"\\caption{{{latex_escape(dataset)}: mean $\\pm$ std over seeds. Best mean per column in bold"
              + (f"; $^\\dagger$: not significantly worse than the best on {latex_escape(primary)} "
                 f"(Welch's t-test, one-sided, Holm-corrected, $\\alpha={comparison.alpha:g}$)" if primary else "")
              + (f"; $^\\ast$: {MARK} (report.md says why)" if table.marks else "")
+             + (f". {latex_escape(comparison.hardware_use.legend())}" if keyed and comparison.hardware_use else "")
              + ".}",
              f"\\label{{tab:ganbench-{latex_escape(dataset)}}}",
              "\\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", "\\toprule",
@@ -263,6 +268,8 @@ def latex_table(comparison: Comparison, dataset: str) -> str:
                         and summary.mean == best[column] and len(configs) > 1)
             dagger = column == primary and bool(config.verdict and config.verdict.label == TIED)
             cells.append(_latex_cell(summary, config.counts["done"], bold, dagger, column in config.not_meaningful))
+        if keyed:
+            cells.append(latex_escape(hardware_keys(comparison, config) or "--"))
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(lines)

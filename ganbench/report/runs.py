@@ -130,8 +130,11 @@ BARE_DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
 
 
 def recorded_hardware(status: dict[str, Any]) -> str | None:
-    """The hardware a run recorded (status ``hardware``/``device_name``/``device``, or its protocols)."""
-    candidates = [status.get(key) for key in HARDWARE_KEYS]
+    """The hardware a run recorded: status ``hardware``, its protocol's ``training_hardware``, then
+    (older runs) status ``device_name``/``device`` or a metric protocol's ``device_name``."""
+    training = status.get("protocol") if isinstance(status.get("protocol"), dict) else {}
+    candidates = [status.get("hardware"), training.get("training_hardware")]
+    candidates += [status.get(key) for key in HARDWARE_KEYS]
     candidates += [protocol.get(key) for protocol in protocols_of(status).values() for key in HARDWARE_KEYS]
     for value in candidates:
         if value and not BARE_DEVICE.match(str(value).strip()):

@@ -106,12 +106,20 @@ def best_means(configs: list[ConfigSummary], column: str) -> float | None:
 
 
 def legend(comparison: Comparison) -> str:
+    hardware = comparison.hardware_use.legend() if comparison.hardware_use else ""
     return (f"mean ± std over seeds (n−1); 95% CI of the mean from the t distribution. "
             f"vs best: {METHOD}, alpha = {comparison.alpha:g}. "
             f"'best' has the best mean; 'tied' = not significantly worse than the best; "
             f"'worse' = significantly worse; 'can't tell' = fewer than 2 finished seeds on one side. "
             f"Best value per column in bold. '{MARK}': the metric says the figure describes nothing for at "
-            f"least one seed (why: under the table); a 'best' so marked is no finding.")
+            f"least one seed (why: under the table); a 'best' so marked is no finding."
+            + (f" {hardware}." if hardware else ""))
+
+
+def hardware_keys(comparison: Comparison, config: ConfigSummary) -> str | None:
+    """The keys of the hardware ``config``'s runs trained on (``H1``, ``H1, ?``); None when all runs share one."""
+    use = comparison.hardware_use
+    return use.keys(config.hardware, config.hardware_unrecorded) if use and use.keyed else None
 
 
 def marked(text: str, config: ConfigSummary, column: str | None) -> str:
@@ -144,6 +152,8 @@ def dataset_table(comparison: Comparison, dataset: str, pm: str = " ± ") -> Dat
         headers += [f"{header_of(primary)} mean ± std", "95% CI", "median", "best seed", "vs best"]
     trailing = [*others] + ([THROUGHPUT] if primary != THROUGHPUT else [])
     headers += [header_of(c) if c != THROUGHPUT else "images/s ↑" for c in trailing] + ["wall s / run"]
+    keyed = bool(comparison.hardware_use and comparison.hardware_use.keyed)
+    headers += ["hardware"] if keyed else []  # the runs differ: say where each throughput came from
     best = {column: best_means(configs, column) for column in trailing}
     rows, verdicts = [], []
     for config in configs:
@@ -165,6 +175,8 @@ def dataset_table(comparison: Comparison, dataset: str, pm: str = " ± ") -> Dat
             row.append(Cell(marked(mean_std(summary, pm, counts["done"]), config, column),
                             bold=is_best and len(configs) > 1))
         row.append(Cell(mean_std(config.wall_seconds, pm)))
+        if keyed:
+            row.append(Cell(hardware_keys(comparison, config) or MISSING))
         rows.append(row)
         verdicts.append(verdict)
     if primary:

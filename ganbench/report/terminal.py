@@ -4,7 +4,8 @@ Each dataset gets one table, one line per config: ``config``, ``seeds`` (finishe
 the ranking metric as mean ± half the width of its 95% confidence interval, ``vs best``
 (the significance verdict), training ``images/s`` and ``flags`` (``n/m``: the ranking
 figure is not meaningful for some seed, explained under the table; diverged, failed and
-unfinished seeds). Everything else (median, best seed, every metric, protocol, reproduce
+unfinished seeds; ``on H2`` when the runs trained on different hardware, the keys listed on
+the ``hardware:`` line). Everything else (median, best seed, every metric, protocol, reproduce
 commands) is in report.md and report.html, whose path ends the output.
 
 On a terminal the table fits its width (80 columns included) by cutting long config
@@ -25,17 +26,19 @@ from ganbench.report.aggregate import Comparison, ConfigSummary
 from ganbench.report.caveats import MARK, SHORT_MARK
 from ganbench.report.directions import THROUGHPUT, direction_of
 from ganbench.report.significance import BEST, METHOD, TIED, WORSE
-from ganbench.report.table import MISSING, mark_lines, mean_ci, number
+from ganbench.report.table import MISSING, hardware_keys, mark_lines, mean_ci, number
 
 ROW_STYLES = {BEST: "bold green", TIED: "green", WORSE: "dim"}
 HEADERS = ("config", "seeds", "mean ± CI", "vs best", "images/s", "flags")
 
 
-def flags(config: ConfigSummary, primary: str | None) -> str:
-    """The row's flags: ``n/m`` (ranking figure not meaningful), then diverged, failed, unfinished seeds."""
+def flags(config: ConfigSummary, primary: str | None, hardware: str | None = None) -> str:
+    """The row's flags: ``n/m`` (ranking figure not meaningful), diverged, failed, unfinished seeds,
+    then ``hardware`` (the keys of its runs' hardware, when the runs differ: ``H1``, ``H2``...)."""
     counts = config.counts
     found = [SHORT_MARK] if config.primary_not_meaningful(primary) else []
     found += [f"{counts[key]} {key}" for key in ("diverged", "failed", "unfinished") if counts.get(key)]
+    found += [f"on {hardware}"] if hardware else []
     return ", ".join(found)
 
 
@@ -57,7 +60,7 @@ def compact_rows(comparison: Comparison, dataset: str) -> list[list[str]]:
         rows.append([config.label, f"{counts['done']}/{counts['runs']}",
                      mean_ci(config.summary(primary), counts["done"]) if primary else MISSING,
                      verdict(config), number(throughput.mean, 0) if throughput and throughput.n else MISSING,
-                     flags(config, primary)])
+                     flags(config, primary, hardware_keys(comparison, config))])
     return rows
 
 
