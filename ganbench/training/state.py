@@ -34,7 +34,7 @@ from ganbench.testing import model_shape_problem
 from ganbench.training import fastpath
 from ganbench.training.checkpoint import load_checkpoint, save_checkpoint
 from ganbench.training.data import load_real_data
-from ganbench.training.hardware import device_description
+from ganbench.training.hardware import device_description, resumed_hardware
 from ganbench.training.pictures import save_sample_picture
 
 SAMPLE_PICTURE_COUNT = {"images": 64, "points": 1000}
@@ -140,6 +140,8 @@ class RunState:
         self.log = directory.log_line
         self.packing: dict[str, str] = {}
         """Protocol lines set by whoever trains this run together with others."""
+        self.hardware = device_description(device)
+        """What the run trains on (:mod:`ganbench.training.hardware`), with where it trained before a resume."""
         self._load_data()
         self._build_models()
         self._open_streams()
@@ -206,9 +208,10 @@ class RunState:
         if checkpoint is not None:
             self._restore(checkpoint)
             self.log(f"resumed from step {self.step}")
+            self.hardware = resumed_hardware(self.directory.status().get("hardware"), self.hardware, self.step)
         self.trim_history()
         self.started = time.perf_counter()
-        self.directory.write_status(RunStatus.RUNNING, step=self.step)
+        self.directory.write_status(RunStatus.RUNNING, step=self.step, hardware=self.hardware)
 
     def _restore(self, checkpoint: dict) -> None:
         """Models, optimisers, random streams (torch's global RNG too), step, clocks and unlogged losses."""
@@ -371,7 +374,7 @@ class RunState:
             device=self.device, cache_dir=self.cache_dir, seed=spec.seed, step=self.step,
             run_dir=self.directory.path, params=self.params,
             training={**self.training_figures(), "evaluation_seconds": self.evaluation_seconds,
-                      "device_name": device_description(self.device)},
+                      "device_name": self.hardware},
             load_split=lambda split: self.dataset.load(DataRequest(
                 data_dir=self.data_dir, cache_dir=str(self.cache_dir / "data"), split=split, seed=spec.seed,
                 params=self.params)),
@@ -402,7 +405,8 @@ class RunState:
         with self.interruptible():
             values, protocol = self.evaluate(final=True) if self.metrics else ({}, {})
         values = {**self.training_figures(), **values}
-        protocol = {**protocol, **self.fast.protocol(self.params["optimizer"]), **self.packing}
+        protocol = {**protocol, **self.fast.protocol(self.params["optimizer"]), **self.packing,
+                    "training_hardware": self.hardware, "training_torch": torch.__version__}
         if self.pac > 1:
             protocol["training_pac"] = (f"the discriminator judged packs of {self.pac} samples (PacGAN); "
                                         f"batch_size counts packs, images_per_second counts samples")
