@@ -26,8 +26,11 @@ from ganbench.ledger.storage import read_json, read_jsonl
 from ganbench.planning.grid import GridSpec, expand
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import build_registry
-from ganbench.training.loop import train_to_end
-from ganbench.training.packing import plan_packs, train_together
+from ganbench.ledger.runs import run_directory
+from ganbench.training import loop, packing
+from ganbench.training.loop import gan_step, train_step, train_to_end
+from ganbench.training.packing import Stacked, plan_packs, train_together
+from ganbench.training.state import RunState
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -283,7 +286,7 @@ def test_ganbench_run_pack_trains_a_grid_in_packs_through_the_worker_processes(t
 
 LOOP_PIECES = {"should_stop": "should_stop", "stop": "stop", "_stop": "stop",
                "set_learning_rates": "set_learning_rates", "learning_rate_factor": "learning_rate_factor",
-               "start_timing": "start_timing", "train_step": "step", "packed_step": "step", "record": "record",
+               "start_timing": "start_timing", "train_step": "step", "gan_step": "step", "record": "record",
                "after": "Due.after", "pause_timing": "pause_timing", "at_boundary": "at_boundary", "finish": "finish"}
 """What ``loop_pieces`` reports a call of each name as (the two loops' own names for one piece made one)."""
 
@@ -302,3 +305,88 @@ def test_a_pack_trains_with_the_pieces_of_the_loop_of_one_run_in_the_same_order(
     assert alone == ["should_stop", "stop", "set_learning_rates", "learning_rate_factor", "start_timing", "step",
                      "record", "Due.after", "pause_timing", "at_boundary", "finish"]
     assert loop_pieces(train_together) == alone
+
+
+class RecordingLoss(Loss):
+    """The non-saturating loss that records every hook call: which run (by ``lr_d``), the D
+    module it got, the logits' shape, and a draw from torch's global RNG."""
+
+    name = "recording"
+    description = "Test loss that records its hooks' calls"
+    defaults = {"n_critic": 2}
+    generator_needs_real_logits = True
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def _record(self, hook, params, discriminator=None, logits=None):
+        self.calls.append((params["lr_d"], hook, id(discriminator) if discriminator is not None else None,
+                           None if logits is None else tuple(logits.shape), torch.rand(()).item()))
+
+    def penalty(self, discriminator, real, fake, params):
+        self._record("penalty", params, discriminator)
+        return None
+
+    def discriminator_loss(self, real_logits, fake_logits, params):
+        self._record("discriminator_loss", params, logits=real_logits)
+        return torch.nn.functional.softplus(-real_logits).mean() + torch.nn.functional.softplus(fake_logits).mean()
+
+    def after_discriminator_step(self, discriminator, params):
+        self._record("after_discriminator_step", params, discriminator)
+
+    def generator_loss(self, fake_logits, real_logits, params):
+        assert real_logits is not None and real_logits.shape == fake_logits.shape
+        self._record("generator_loss", params, logits=fake_logits)
+        return torch.nn.functional.softplus(-fake_logits).mean()
+
+
+def test_the_step_calls_a_loss_plugins_hooks_in_the_documented_order_alone_and_packed(tmp_path, registry_with,
+                                                                                      cache_dir):
+    # gan_step's docstring is what a plugin author reads: per D step penalty, discriminator_loss,
+    # after_discriminator_step; then generator_loss. Packed, each run's hooks get its own D module,
+    # its own logits ([batch], as alone) and its own state of torch's global RNG (the draws).
+    loss = RecordingLoss()
+    registry = registry_with(("loss", loss))
+    specs = [spec for spec in grid_runs(registry, loss="recording", seeds=(0, 1), lr_d=[0.0002, 0.0003])
+             if (spec.seed, spec.params["lr_d"]) in ((0, 0.0002), (1, 0.0003))]  # own seeds: own global RNGs
+
+    def build(spec, name):
+        return RunState(spec, run_directory(tmp_path / name, spec), registry=registry, device=CPU, data_dir=None,
+                        cache_dir=cache_dir)
+
+    def hooks_of(run, calls):
+        own = [call for call in calls if call[0] == run.params["lr_d"]]
+        assert all(call[2] in (None, id(run.discriminator)) for call in own)
+        return [(hook, shape, draw) for _, hook, _, shape, draw in own]
+
+    alone = {}
+    for spec in specs:
+        run = build(spec, "alone")
+        loss.calls.clear()
+        for _ in range(2):
+            train_step(run)
+        alone[spec.run_id] = hooks_of(run, loss.calls)
+    one_step = ["penalty", "discriminator_loss", "after_discriminator_step"] * 2 + ["generator_loss"]
+    assert [hook for hook, _, _ in alone[specs[0].run_id]] == one_step * 2
+    assert {shape for _, shape, _ in alone[specs[0].run_id] if shape} == {(16,)}
+
+    runs = [build(spec, "packed") for spec in specs]
+    loss.calls.clear()
+    group = Stacked(runs)
+    for _ in range(2):
+        assert len(gan_step(group)) == 2
+    for run in runs:
+        assert hooks_of(run, loss.calls) == alone[run.spec.run_id]
+
+
+def test_the_steps_arithmetic_is_written_once():
+    """Only :func:`gan_step` calls a loss plugin's step hooks or an optimiser's step; packing has no copy."""
+    hooks = {"penalty", "discriminator_loss", "generator_loss", "after_discriminator_step", "step"}
+    callers = set()
+    for module in (loop, packing):
+        for function in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(function, ast.FunctionDef):
+                for call in ast.walk(function):
+                    if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in hooks:
+                        callers.add(f"{module.__name__}.{function.name}")
+    assert callers == {"ganbench.training.loop.gan_step"}

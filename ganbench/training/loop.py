@@ -2,18 +2,22 @@
 
 :func:`train_run` builds the run and resumes it; :func:`train_to_end` is the loop;
 :func:`at_boundary` is what the schedule asks for after a step (log, samples, evaluation,
-checkpoint); :func:`train_step` is one step's arithmetic. What a run keeps between steps is a
+checkpoint); :func:`gan_step` is one step's arithmetic (D steps, penalty, G step), for a run
+alone (:func:`train_step`) as for a pack. What a run keeps between steps is a
 :class:`~ganbench.training.state.RunState`. :mod:`ganbench.training.packing` trains several
-runs with one stacked step and calls the same pieces in the same order. The device is decided
-by whoever launches the run.
+runs as one stacked model with the same step and the same pieces, in the same order. The
+device is decided by whoever launches the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
+import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Iterable, Protocol, Sequence
 
 import torch
 
@@ -114,33 +118,142 @@ def learning_rate_factor(spec: RunSpec, step: int) -> float:
     return 1.0
 
 
-def train_step(run: RunState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One generator step of ``run``, after its ``n_critic`` discriminator steps; the losses of the last ones."""
-    generator, discriminator, loss, params, fast = (run.generator, run.discriminator, run.loss, run.params,
-                                                    run.fast)
-    for _ in range(run.n_critic):
-        real_x = run.real_batch()
+Losses = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+"""A step's ``(d_loss, g_loss, penalty)`` for one run: those of its last D step and of its G step."""
+
+
+def train_step(run: RunState) -> Losses:
+    """One step of ``run`` trained alone: :func:`gan_step` for a group of one; its losses."""
+    return gan_step(Alone(run))[0]
+
+
+def gan_step(group: Group) -> list[Losses]:
+    """One step of every run in ``group``: ``n_critic`` discriminator steps, then one generator step.
+
+    The step's arithmetic, written once (:class:`Group`): ``group`` is a run alone
+    (:class:`Alone`, its own modules) or several runs trained as one stacked model
+    (:class:`ganbench.training.packing.Stacked`, each forward pass once for all of them).
+    The loss plugin's hooks are called per run, with the run's own ``params`` and
+    discriminator module, under the run's own state of torch's global RNG, in this order:
+
+    1. per D step: ``penalty(D, real, fake, params)`` (under autocast when the fast path uses
+       it), then ``discriminator_loss(real_logits, fake_logits, params)`` on float32 logits;
+       ``d_loss + penalty`` is backpropagated, D's optimiser steps, then
+       ``after_discriminator_step(D, params)`` (WGAN's weight clipping);
+    2. the G step, with D's weights frozen: ``generator_loss(fake_logits, real_logits, params)``,
+       ``real_logits`` (the last D step's real batch, without gradient) only when the loss sets
+       ``generator_needs_real_logits``; G's optimiser steps.
+
+    Each run's losses are returned, in ``group.runs``' order.
+    """
+    runs = group.runs
+    first = runs[0]
+    loss, fast = first.loss, first.fast
+    for _ in range(first.n_critic):
+        real_x = group.real_batch()
         with fast.autocast():  # forward passes only: losses get float32 logits
             with torch.no_grad():
-                fake_x = run.pack(generator(run.noise()))
-            real_logits, fake_logits = discriminator(real_x).flatten().float(), discriminator(fake_x).flatten().float()
-            penalty = loss.penalty(discriminator, real_x, fake_x, params)
-        d_loss = loss.discriminator_loss(real_logits, fake_logits, params)
-        run.optimizer_d.zero_grad(set_to_none=True)
-        (d_loss if penalty is None else d_loss + penalty).backward()
-        run.optimizer_d.step()
-        loss.after_discriminator_step(discriminator, params)
+                fake_x = first.pack(group.generate(group.noise()))
+            real_logits, fake_logits = group.logits(real_x), group.logits(fake_x)
+            penalties = []
+            for run, real, fake in zip(runs, group.each(real_x), group.each(fake_x)):
+                with group.own_global_rng(run):
+                    penalties.append(loss.penalty(run.discriminator, real, fake, run.params))
+        d_losses = []
+        for run, real, fake in zip(runs, group.each(real_logits), group.each(fake_logits)):
+            with group.own_global_rng(run):
+                d_losses.append(loss.discriminator_loss(real, fake, run.params))
+        for run in runs:
+            run.optimizer_d.zero_grad(set_to_none=True)
+        # Runs share no parameters, so the sum's gradient for each run is that run's own.
+        _total([d if p is None else d + p for d, p in zip(d_losses, penalties)]).backward()
+        for run in runs:
+            run.optimizer_d.step()
+            with group.own_global_rng(run):
+                loss.after_discriminator_step(run.discriminator, run.params)
 
-    discriminator.requires_grad_(False)  # the generator step needs no gradients for D's weights
+    for run in runs:
+        run.discriminator.requires_grad_(False)  # the generator step needs no gradients for D's weights
     with fast.autocast():
         real_logits = None
         if loss.generator_needs_real_logits:
             with torch.no_grad():
-                real_logits = discriminator(real_x).flatten().float()
-        fake_logits = discriminator(run.pack(generator(run.noise()))).flatten().float()
-    g_loss = loss.generator_loss(fake_logits, real_logits, params)
-    run.optimizer_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    run.optimizer_g.step()
-    discriminator.requires_grad_(True)
-    return d_loss, g_loss, penalty
+                real_logits = group.logits(real_x)
+        fake_logits = group.logits(first.pack(group.generate(group.noise())))
+    g_losses = []
+    reals = itertools.repeat(None) if real_logits is None else group.each(real_logits)
+    for run, fake, real in zip(runs, group.each(fake_logits), reals):
+        with group.own_global_rng(run):
+            g_losses.append(loss.generator_loss(fake, real, run.params))
+    for run in runs:
+        run.optimizer_g.zero_grad(set_to_none=True)
+    _total(g_losses).backward()
+    for run in runs:
+        run.optimizer_g.step()
+        run.discriminator.requires_grad_(True)
+    return list(zip(d_losses, g_losses, penalties))
+
+
+def _total(losses: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of ``losses``; a lone loss itself (no addition, so a run alone backpropagates its own loss)."""
+    return functools.reduce(operator.add, losses)
+
+
+class Group(Protocol):
+    """The runs one :func:`gan_step` trains, and how its batches and forward passes reach them.
+
+    A batch is one tensor for the whole group: a run's own for a run alone, the runs' batches
+    stacked along a new first dimension for a pack.
+    """
+
+    runs: Sequence[RunState]
+
+    def real_batch(self) -> torch.Tensor:
+        """The next real batch of every run (each from its own data stream), packed for D."""
+
+    def noise(self) -> torch.Tensor:
+        """The next generator inputs of every run (each from its own noise stream)."""
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        """The generators on ``noise``: samples, before PacGAN's packing (``run.pack``)."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The discriminators on ``x``: float32 logits, one per sample (or pack) of each run."""
+
+    def each(self, batch: torch.Tensor) -> Iterable[torch.Tensor]:
+        """Each run's part of ``batch``, in the order of :attr:`runs`."""
+
+    def own_global_rng(self, run: RunState) -> ContextManager[None]:
+        """The context for ``run``'s plugin calls: ``run``'s own state of torch's global RNG."""
+
+
+class Alone:
+    """A run trained alone, as :func:`gan_step` sees it: a group of one.
+
+    Its batches are its own, the forward passes call its own modules and torch's global RNG
+    is its alone: nothing is stacked, sliced or switched.
+    """
+
+    _no_switch = contextlib.nullcontext()
+
+    def __init__(self, run: RunState) -> None:
+        self.run = run
+        self.runs = (run,)
+
+    def real_batch(self) -> torch.Tensor:
+        return self.run.real_batch()
+
+    def noise(self) -> torch.Tensor:
+        return self.run.noise()
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.run.generator(noise)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run.discriminator(x).flatten().float()
+
+    def each(self, batch: torch.Tensor) -> tuple[torch.Tensor]:
+        return (batch,)
+
+    def own_global_rng(self, run: RunState) -> ContextManager[None]:
+        return self._no_switch

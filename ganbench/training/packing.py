@@ -17,9 +17,10 @@ agree with a lone run's to rounding, not bit for bit. And timing: a packed run's
 ``images_per_second`` is its own images over the pack's time (the pack's aggregate is
 the sum); its protocol says it was packed, and with how many runs.
 
-Only the modules' forward and backward passes are stacked. Each run's losses and penalty
-are computed on its own slice of the logits, with its own ``params`` (a penalty gets the
-run's own discriminator module), and its optimiser steps and ``after_discriminator_step``
+The step is a run alone's, :func:`ganbench.training.loop.gan_step`, over a :class:`Stacked`
+group: only the modules' forward and backward passes are stacked. Each run's losses and
+penalty are computed on its own slice of the logits, with its own ``params`` (a penalty gets
+the run's own discriminator module), and its optimiser steps and ``after_discriminator_step``
 run per run, so every loss plugin packs unchanged. Sampling, evaluation and checkpoints
 happen per run at the shared schedule's boundaries.
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -44,13 +45,11 @@ from ganbench.errors import Interrupted
 from ganbench.ledger.runs import RunDirectory
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
-from ganbench.training.loop import Due, at_boundary, learning_rate_factor, train_to_end
+from ganbench.training.loop import Due, at_boundary, gan_step, learning_rate_factor, train_to_end
 from ganbench.training.state import Outcome, RunState
 
 PACK_FREE_PARAMS = ("lr_g", "lr_d")
 """Hyperparameters that may differ between the runs of one pack (besides the seed)."""
-
-Losses = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 
 
 def pack_key(spec: RunSpec) -> str:
@@ -141,58 +140,36 @@ def why_not_packable(runs: Sequence[RunState]) -> str | None:
     return None
 
 
-def packed_step(runs: Sequence[RunState], generators: StackedModules, discriminators: StackedModules) -> list[Losses]:
-    """One generator step of every run in ``runs`` (after their ``n_critic`` D steps), stacked.
+class Stacked:
+    """Runs trained as one stacked model, as :func:`ganbench.training.loop.gan_step` sees them.
 
-    The arithmetic of :func:`ganbench.training.loop.train_step`, with each forward pass run once for
-    all runs; returns each run's losses of its last steps.
+    Batches are the runs' own, stacked along a new first dimension (``[N, batch, ...]``);
+    each forward pass runs once for all runs (:class:`StackedModules`); a run's part of a
+    batch is its slice, and its plugin calls switch to its own state of torch's global RNG.
     """
-    first = runs[0]
-    loss, fast = first.loss, first.fast
-    for _ in range(first.n_critic):
-        real_x = torch.stack([run.real_batch() for run in runs])
-        noise = torch.stack([run.noise() for run in runs])
-        with fast.autocast():  # forward passes only: losses get float32 logits
-            with torch.no_grad():
-                fake_x = first.pack(generators(noise))
-            real_logits = discriminators(real_x).flatten(1).float()
-            fake_logits = discriminators(fake_x).flatten(1).float()
-            penalties, d_losses = [], []
-            for i, run in enumerate(runs):
-                with run.own_global_rng():
-                    penalties.append(loss.penalty(run.discriminator, real_x[i], fake_x[i], run.params))
-        for i, run in enumerate(runs):
-            with run.own_global_rng():
-                d_losses.append(loss.discriminator_loss(real_logits[i], fake_logits[i], run.params))
-        for run in runs:
-            run.optimizer_d.zero_grad(set_to_none=True)
-        # Runs share no parameters, so the sum's gradient for each run is that run's own.
-        sum(d if p is None else d + p for d, p in zip(d_losses, penalties)).backward()
-        for run in runs:
-            run.optimizer_d.step()
-            with run.own_global_rng():
-                loss.after_discriminator_step(run.discriminator, run.params)
 
-    for run in runs:
-        run.discriminator.requires_grad_(False)
-    with fast.autocast():
-        real_logits = None
-        if loss.generator_needs_real_logits:
-            with torch.no_grad():
-                real_logits = discriminators(real_x).flatten(1).float()
-        fake_logits = discriminators(first.pack(generators(torch.stack([run.noise() for run in runs])))).flatten(1).float()
-    g_losses = []
-    for i, run in enumerate(runs):
-        with run.own_global_rng():
-            g_losses.append(loss.generator_loss(fake_logits[i], None if real_logits is None else real_logits[i],
-                                                run.params))
-    for run in runs:
-        run.optimizer_g.zero_grad(set_to_none=True)
-    sum(g_losses).backward()
-    for run in runs:
-        run.optimizer_g.step()
-        run.discriminator.requires_grad_(True)
-    return list(zip(d_losses, g_losses, penalties))
+    def __init__(self, runs: Sequence[RunState]) -> None:
+        self.runs = list(runs)
+        self.generators = StackedModules([run.generator for run in runs])
+        self.discriminators = StackedModules([run.discriminator for run in runs])
+
+    def real_batch(self) -> torch.Tensor:
+        return torch.stack([run.real_batch() for run in self.runs])
+
+    def noise(self) -> torch.Tensor:
+        return torch.stack([run.noise() for run in self.runs])
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.generators(noise)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminators(x).flatten(1).float()
+
+    def each(self, batch: torch.Tensor) -> Iterator[torch.Tensor]:
+        return (batch[i] for i in range(len(self.runs)))
+
+    def own_global_rng(self, run: RunState) -> ContextManager[None]:
+        return run.own_global_rng()
 
 
 def train_packed(specs: Sequence[RunSpec], directories: Sequence[RunDirectory], *, registry: Registry,
@@ -241,21 +218,20 @@ def train_together(runs: Sequence[RunState], should_stop: Callable[[], bool]) ->
     run's plugin calls and boundary work see its own state of torch's global RNG.
     """
     outcomes: dict[str, Outcome] = {}
-    stacks: dict[tuple[int, ...], tuple[StackedModules, StackedModules]] = {}
+    stacks: dict[tuple[int, ...], Stacked] = {}
     unfinished = [run for run in runs if not run.finished]
     while unfinished:
         behind = min(run.step for run in unfinished)
         group = [run for run in unfinished if run.step == behind]
         key = tuple(id(run) for run in group)
         if key not in stacks:
-            stacks[key] = (StackedModules([run.generator for run in group]),
-                           StackedModules([run.discriminator for run in group]))
+            stacks[key] = Stacked(group)
         if should_stop():  # polled once per step, as for a run alone
             raise _stop(unfinished)
         for run in group:
             run.set_learning_rates(learning_rate_factor(run.spec, run.step))
             run.start_timing()
-        for run, losses in zip(group, packed_step(group, *stacks[key])):
+        for run, losses in zip(group, gan_step(stacks[key])):
             run.record(*losses)
         boundaries = [(run, due) for run in group if (due := Due.after(run.spec, run.step))]
         for run, _ in boundaries:  # every clock stops before any run samples or evaluates
