@@ -50,8 +50,8 @@ A generator spread evenly over the 1,000 modes covers ``1000 * (1 - (1 - 1/1000)
 with ``n`` samples on average: 990 at 4,600. With fewer, a low count says more about ``n``
 than about the generator."""
 
-_REAL_RECOGNISED: dict[int, dict[tuple[str, int], "RecognisedFigures"]] = {}
-"""Real data's recognised figures, per real-samples tensor, classifier file and sample count.
+_REAL_RECOGNISED: dict[int, dict[tuple[str, int], tuple["torch.Tensor", "torch.Tensor"]]] = {}
+"""Real data's mode labels and recognised mask, per real-samples tensor, classifier file and sample count.
 
 A run's real samples and classifier do not change between its evaluations, so the figure is
 computed once per run (it took as long as labelling the generated samples: 78,000 channels
@@ -135,7 +135,8 @@ class StackedModesMetric(Metric):
       samples for an even generator to find nearly every mode (marked not meaningful below
       4,600, where it would find fewer than 990 on average), long before half the samples are
       recognised. Their KL also carries the classifier's uneven confidence over digits: the
-      protocol gives both figures for the real data.
+      protocol gives both figures for the real data, also from as many recognised real samples
+      as the generator has (an ideal generator's score at that count).
     """
 
     name = "stacked-modes"
@@ -159,9 +160,15 @@ class StackedModesMetric(Metric):
         labels, recognised = classify_stacked(classifier, context.generate(count), context.device,
                                               with_recognised=True)
         real_count = min(count, len(context.real.samples))
-        real = real_recognised(classifier, context.real.samples, real_count, protocol["classifier"], context.device)
+        real_modes, real_recognised = real_labels(classifier, context.real.samples, real_count,
+                                                  protocol["classifier"], context.device)
+        real = RecognisedFigures.of(real_modes, real_recognised)
         covered, reverse_kl = mode_coverage(labels, MODES)
         ours = RecognisedFigures.of(labels, recognised)
+        # The same figures from as many recognised real samples as the generator has: what an
+        # ideal generator scores at that count, the classifier's uneven confidence included.
+        matched_modes = real_modes[real_recognised][:ours.samples]
+        matched_covered, matched_kl = mode_coverage(matched_modes, MODES)
         prefix = f"stacked_modes{count_label(count)}"
         protocol.update(generated_samples=str(count), modes_total=str(MODES),
                         labelling="each channel classified on its own; mode = 100*channel0 + 10*channel1 + channel2",
@@ -176,7 +183,9 @@ class StackedModesMetric(Metric):
                                          f"one recognised sample, as a 2D mode by one high-quality sample); an even "
                                          f"generator covers {expected_even_coverage(ours.samples):.0f} modes with "
                                          f"that many on average; real stacked data: {real.covered:.0f} modes, KL "
-                                         f"{real.reverse_kl:.3f} from its {real.samples} recognised samples; below "
+                                         f"{real.reverse_kl:.3f} from its {real.samples} recognised samples, "
+                                         f"{matched_covered:.0f} modes, KL {matched_kl:.3f} from the first "
+                                         f"{len(matched_modes)} of them; below "
                                          f"{MEANINGFUL_RECOGNISED_SAMPLES} recognised samples they are not meaningful"))
         return MetricResult({f"{prefix}_covered": covered, f"{prefix}_reverse_kl_nats": reverse_kl,
                              f"{prefix}_recognised_percent": ours.percent,
@@ -253,17 +262,16 @@ def expected_even_coverage(samples: int, modes: int = MODES) -> float:
     return modes * (1 - (1 - 1 / modes) ** samples)
 
 
-def real_recognised(classifier: Any, real_samples: "torch.Tensor", count: int, classifier_name: str,
-                    device: "torch.device") -> RecognisedFigures:
-    """The recognised figures of the first ``count`` real stacked samples (computed once per run's data)."""
+def real_labels(classifier: Any, real_samples: "torch.Tensor", count: int, classifier_name: str,
+                device: "torch.device") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """:func:`classify_stacked`'s ``(labels, recognised)`` of the first ``count`` real samples, once per run's data."""
     per_tensor = _REAL_RECOGNISED.get(id(real_samples))
     if per_tensor is None:
         per_tensor = _REAL_RECOGNISED[id(real_samples)] = {}
         weakref.finalize(real_samples, _REAL_RECOGNISED.pop, id(real_samples), None)
     key = (classifier_name, count)
     if key not in per_tensor:
-        per_tensor[key] = RecognisedFigures.of(*classify_stacked(classifier, real_samples[:count], device,
-                                                                  with_recognised=True))
+        per_tensor[key] = classify_stacked(classifier, real_samples[:count], device, with_recognised=True)
     return per_tensor[key]
 
 

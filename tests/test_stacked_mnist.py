@@ -187,6 +187,15 @@ def test_the_real_datas_recognised_share_is_computed_once_per_run_and_is_the_rea
     # for a generator that replays the real data.
     assert f"real stacked data: {first['values']['stacked_modes1k_recognised_percent']:.1f}% of {count}" \
         in recognised_text[0]
+    # The recognised-only figures come with the real data's at the generator's count of recognised
+    # samples: for a generator that replays the real data, exactly its own figures.
+    values, only = first["values"], first["protocols"]["stacked_modes1k_recognised_covered"]["recognised_only"]
+    samples = int(values["stacked_modes1k_recognised_samples"])
+    assert (f"{values['stacked_modes1k_recognised_covered']:.0f} modes, KL "
+            f"{values['stacked_modes1k_recognised_reverse_kl_nats']:.3f} from the first {samples} of them") in only
+    blurred_samples = int(second["values"]["stacked_modes1k_recognised_samples"])
+    assert f"from the first {blurred_samples} of them" in \
+        second["protocols"]["stacked_modes1k_recognised_covered"]["recognised_only"]
 
 
 def test_recognised_means_all_three_channels_get_their_label_with_high_probability(shared_cache, mnist):
