@@ -45,7 +45,7 @@ def main() -> None:
     print("| run | " + " | ".join(str(step) for step in steps) + " |")
     print("|---|" + "---|" * len(steps))
     for label, values in sorted(rows):
-        cells = [f"{values[step]:.3g}" if step in values and math.isfinite(values[step]) else "–" for step in steps]
+        cells = [f"{values[step]:.4g}" if step in values and math.isfinite(values[step]) else "–" for step in steps]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
