@@ -22,9 +22,9 @@ from ganbench.ledger.statuses import FAILED, UNFINISHED, RunStatus
 from ganbench.report.caveats import NotMeaningful, judges_of, not_meaningful_in
 from ganbench.report.directions import (PRIMARY_PREFERENCE, THROUGHPUT, Direction, direction_of,
                                         quality_columns)
-from ganbench.report.hardware import HardwareUse, hardware_use
+from ganbench.report.hardware import HardwareUse, hardware_use, trained_hardware
 from ganbench.report.reproduce import reproduce_command, version_differences
-from ganbench.report.runs import RunSet, protocols_of, recorded_hardware
+from ganbench.report.runs import RunSet, protocols_of
 from ganbench.report.significance import ALPHA, Verdict, compare_with_best
 
 CONFIDENCE = 0.95
@@ -99,17 +99,23 @@ class Comparison:
     """dataset -> the metric its configs are sorted and tested on (None: no metric at all)."""
     metric_columns: list[str]
     sources: list[Path]
-    hardware: str
-    """Each hardware the runs recorded with its number of runs, or the machine that wrote the report."""
-    hardware_source: str
-    """``recorded by the runs``, ``recorded by 12 of 15 runs`` or ``the machine that wrote this report; ...``."""
+    hardware_use: HardwareUse
+    """The runs' hardware, with a key each when they differ (``H1``...) for the tables."""
     alpha: float
     sort: str | None
     notes: list[str]
     generated: str
     ganbench_version: str
-    hardware_use: HardwareUse | None = None
-    """The runs' hardware with a key each when they differ (``H1``...), for the tables."""
+
+    @property
+    def hardware(self) -> str:
+        """Each hardware the runs recorded with its number of runs, or the machine that wrote the report."""
+        return self.hardware_use.description()[0]
+
+    @property
+    def hardware_source(self) -> str:
+        """``recorded by the runs``, ``recorded by 12 of 15 runs`` or ``the machine that wrote this report; ...``."""
+        return self.hardware_use.description()[1]
 
     def in_dataset(self, dataset: str) -> list[ConfigSummary]:
         return [c for c in self.configs if c.dataset == dataset]
@@ -220,15 +226,14 @@ def aggregate(runs: RunSet, sort: str | None = None, alpha: float = ALPHA, regis
                    for column in runs.metric_columns if finished[column].notna().any()}
         run_statuses = [runs.statuses[r] for r in group["run_id"]]
         seeds = [int(s) for s in group["seed"]]
+        hardware, hardware_unrecorded = trained_hardware(run_statuses)
         configs.append(ConfigSummary(
             config_id=identity, dataset=config["dataset"], label=labels[identity], config=config,
             seeds=seeds, run_ids=group["run_id"].tolist(), run_dirs=[Path(p) for p in group["run_dir"]],
             counts={key: int(value) for key, value in counts.loc[identity].items()}, metrics=metrics,
             wall_seconds=summarize("wall_seconds", seeds, group["wall_seconds"].tolist()),
             protocol=_merged_protocol(run_statuses),
-            hardware=sorted({h for h in map(recorded_hardware, run_statuses) if h}),
-            hardware_unrecorded=sum(1 for s in run_statuses
-                                    if s.get("status") != RunStatus.PENDING and not recorded_hardware(s)),
+            hardware=sorted(set(hardware)), hardware_unrecorded=hardware_unrecorded,
             command=reproduce_command(config, seeds, registry),
             errors=[f"seed {s}: {e}" for s, e in zip(group["seed"], group["error"]) if e],
             not_meaningful=not_meaningful_in(
@@ -269,8 +274,6 @@ def aggregate(runs: RunSet, sort: str | None = None, alpha: float = ALPHA, regis
         for c in members:
             c.verdict = verdicts[c.config_id]
     use = hardware_use((runs.statuses[r] for r in frame["run_id"]), hardware_fallback)
-    hardware, hardware_source = use.description()
     return Comparison(configs=configs, datasets=datasets, primary=primary, metric_columns=runs.metric_columns,
-                      sources=runs.sources, hardware=hardware, hardware_source=hardware_source, alpha=alpha,
-                      sort=sort, notes=notes, generated=generated, ganbench_version=__version__,
-                      hardware_use=use)
+                      sources=runs.sources, hardware_use=use, alpha=alpha, sort=sort, notes=notes,
+                      generated=generated, ganbench_version=__version__)

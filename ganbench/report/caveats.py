@@ -55,14 +55,34 @@ def judges_of(registry: Any) -> tuple[list[Any], list[str]]:
     return [entry.obj for entry in registry.all("metric")], []
 
 
-def _figures(status: Mapping[str, Any]) -> dict[str, float]:
+def as_figures(values: Mapping[str, Any]) -> dict[str, float]:
+    """Each value as a float; NaN where it is not a number (a missing or failed figure)."""
     figures = {}
-    for column, value in (status.get("metrics") or {}).items():
+    for column, value in values.items():
         try:
             figures[column] = float(value)
         except (TypeError, ValueError):
             figures[column] = math.nan
     return figures
+
+
+def marks_of(figures: Mapping[str, float], judges: Sequence[Any], notes: list[str]) -> dict[str, str]:
+    """Column -> why one run's figure is not meaningful, as the ``judges`` (metrics) say.
+
+    Only columns among ``figures`` are marked. A metric whose ``not_meaningful`` raises is named
+    in ``notes`` and otherwise ignored.
+    """
+    marks: dict[str, str] = {}
+    for judge in judges:
+        try:
+            marked = dict(judge.not_meaningful(figures) or {})
+        except Exception as error:  # a plugin's bug must not take the report down
+            note = f"metric {judge.name!r} failed to say which figures are meaningful ({error})"
+            if note not in notes:
+                notes.append(note)
+            continue
+        marks.update({column: str(reason) for column, reason in marked.items() if column in figures})
+    return marks
 
 
 def not_meaningful_in(runs: Sequence[tuple[int, Mapping[str, Any]]], judges: Sequence[Any],
@@ -73,16 +93,6 @@ def not_meaningful_in(runs: Sequence[tuple[int, Mapping[str, Any]]], judges: Seq
     """
     reasons: dict[str, dict[int, str]] = {}
     for seed, status in runs:
-        figures = _figures(status)
-        for judge in judges:
-            try:
-                marked = dict(judge.not_meaningful(figures) or {})
-            except Exception as error:  # a plugin's bug must not take the report down
-                note = f"metric {judge.name!r} failed to say which figures are meaningful ({error})"
-                if note not in notes:
-                    notes.append(note)
-                continue
-            for column, reason in marked.items():
-                if column in figures:
-                    reasons.setdefault(column, {})[seed] = str(reason)
+        for column, reason in marks_of(as_figures(status.get("metrics") or {}), judges, notes).items():
+            reasons.setdefault(column, {})[seed] = reason
     return {column: NotMeaningful(column, by_seed, len(runs)) for column, by_seed in reasons.items()}

@@ -105,8 +105,7 @@ def report_json(comparison: Comparison, pictures: list[Picture], report_dir: Pat
         "confidence": CONFIDENCE,
         "significance": {"method": METHOD, "alpha": comparison.alpha},
         "hardware": {"description": comparison.hardware, "source": comparison.hardware_source,
-                     "runs": comparison.hardware_use.runs if comparison.hardware_use else {},
-                     "unrecorded_runs": comparison.hardware_use.unrecorded if comparison.hardware_use else 0},
+                     "runs": comparison.hardware_use.runs, "unrecorded_runs": comparison.hardware_use.unrecorded},
         "datasets": datasets,
         "configs": [config_json(c, comparison.primary.get(c.dataset), samples, report_dir)
                     for c in comparison.configs],
@@ -244,7 +243,7 @@ def latex_table(comparison: Comparison, dataset: str) -> str:
     best = {column: best_means(configs, column) for column in columns}
     headers = ["Config", "Seeds"] + [latex_escape(header_of(c)).replace("↓", "$\\downarrow$")
                                      .replace("↑", "$\\uparrow$") for c in columns]
-    keyed = bool(comparison.hardware_use and comparison.hardware_use.keyed)
+    keyed = comparison.hardware_use.keyed
     headers += ["Hardware"] if keyed else []
     lines = [f"% ganbench report: {latex_escape(dataset)}. Needs \\usepackage{{booktabs}}.",
              "\\begin{table}[t]", "\\centering",
@@ -252,7 +251,7 @@ def latex_table(comparison: Comparison, dataset: str) -> str:
              + (f"; $^\\dagger$: not significantly worse than the best on {latex_escape(primary)} "
                 f"(Welch's t-test, one-sided, Holm-corrected, $\\alpha={comparison.alpha:g}$)" if primary else "")
              + (f"; $^\\ast$: {MARK} (report.md says why)" if table.marks else "")
-             + (f". {latex_escape(comparison.hardware_use.legend())}" if keyed and comparison.hardware_use else "")
+             + (f". {latex_escape(comparison.hardware_use.legend())}" if keyed else "")
              + ".}",
              f"\\label{{tab:ganbench-{latex_escape(dataset)}}}",
              "\\begin{tabular}{l" + "r" * (len(headers) - 1) + "}", "\\toprule",

@@ -9,6 +9,7 @@ the tables show beside their throughput, since images/s compare only on the same
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -68,17 +69,25 @@ class HardwareUse:
                 "key): " + self.description()[0])
 
 
-def hardware_use(statuses: Iterable[dict[str, Any]], here: Callable[[], str]) -> HardwareUse:
-    """Count the hardware of the runs that trained (``here`` names this machine, asked only when needed)."""
-    counts: dict[str, int] = {}
-    unrecorded = 0
+def trained_hardware(statuses: Iterable[dict[str, Any]]) -> tuple[list[str], int]:
+    """``(hardware of each run that trained and recorded it, how many trained without recording it)``.
+
+    A pending run never trained, so it has no hardware to record and counts in neither.
+    """
+    recorded, unrecorded = [], 0
     for status in statuses:
         if status.get("status") == RunStatus.PENDING:
-            continue  # never trained: it has no hardware to record
+            continue
         hardware = recorded_hardware(status)
         if hardware:
-            counts[hardware] = counts.get(hardware, 0) + 1
+            recorded.append(hardware)
         else:
             unrecorded += 1
-    ordered = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-    return HardwareUse(ordered, unrecorded, here() if unrecorded or not counts else "")
+    return recorded, unrecorded
+
+
+def hardware_use(statuses: Iterable[dict[str, Any]], here: Callable[[], str]) -> HardwareUse:
+    """Count the hardware of the runs that trained (``here`` names this machine, asked only when needed)."""
+    recorded, unrecorded = trained_hardware(statuses)
+    ordered = dict(sorted(Counter(recorded).items(), key=lambda item: (-item[1], item[0])))
+    return HardwareUse(ordered, unrecorded, here() if unrecorded or not recorded else "")

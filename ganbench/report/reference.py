@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ganbench.errors import UserError
 from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import atomic_write
-from ganbench.report.caveats import MARK, SHORT_MARK
+from ganbench.report.caveats import MARK, SHORT_MARK, as_figures, marks_of
 from ganbench.report.runs import RunSet
 
 if TYPE_CHECKING:
@@ -160,24 +160,6 @@ def _matches(config: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
     return True
 
 
-def _marked(judges: Sequence[Any], record: Mapping[str, Any], columns: Sequence[str], column: str) -> str | None:
-    """The first judge's reason why ``column`` of one run (``record``) is not meaningful, else None."""
-    figures = {}
-    for name in columns:
-        try:
-            figures[name] = float(record.get(name))
-        except (TypeError, ValueError):
-            figures[name] = math.nan
-    for judge in judges:
-        try:
-            reason = dict(judge.not_meaningful(figures) or {}).get(column)
-        except Exception:  # a plugin's bug must not take the comparison down; the report names it
-            continue
-        if reason:
-            return str(reason)
-    return None
-
-
 def compare(reference: Reference, runs: RunSet, judges: Sequence[Any] = ()) -> list[ComparedRow]:
     """Every published row beside the mean and standard error of its finished runs.
 
@@ -203,9 +185,10 @@ def compare(reference: Reference, runs: RunSet, judges: Sequence[Any] = ()) -> l
                 figure.verdict = "agrees" if gap <= allowed else "differs"
             elif figure.runs == 1:
                 figure.verdict = "can't tell (1 run)"
-            if figure.runs:
+            if figure.runs:  # each run judged as the report judges it (ganbench.report.caveats)
                 for record in selected[selected[column].notna()].to_dict("records"):
-                    reason = _marked(judges, record, runs.metric_columns, column)
+                    figures = as_figures({name: record.get(name) for name in runs.metric_columns})
+                    reason = marks_of(figures, judges, []).get(column)
                     if reason:
                         figure.not_meaningful.append(reason)
             result.figures.append(figure)
@@ -228,7 +211,7 @@ def markdown(reference: Reference, compared: list[ComparedRow]) -> str:
     columns = list(dict.fromkeys(f.column for row in compared for f in row.figures))
     lines = [f"## Published vs ganbench: {reference.name}", "",
              f"Published: {reference.source} ({reference.trials or '?'} trials, mean ± {reference.statistic}).",
-             f"ganbench: mean ± standard error over the finished runs (one per seed) that match each row.",
+             "ganbench: mean ± standard error over the finished runs (one per seed) that match each row.",
              f"Agreement: |ganbench − published| ≤ {AGREEMENT_STANDARD_ERRORS:g} × sqrt(SE_ganbench² + SE_published²).",
              ""]
     if reference.notes:

@@ -106,7 +106,7 @@ def best_means(configs: list[ConfigSummary], column: str) -> float | None:
 
 
 def legend(comparison: Comparison) -> str:
-    hardware = comparison.hardware_use.legend() if comparison.hardware_use else ""
+    hardware = comparison.hardware_use.legend()
     return (f"mean ± std over seeds (n−1); 95% CI of the mean from the t distribution. "
             f"vs best: {METHOD}, alpha = {comparison.alpha:g}. "
             f"'best' has the best mean; 'tied' = not significantly worse than the best; "
@@ -119,7 +119,7 @@ def legend(comparison: Comparison) -> str:
 def hardware_keys(comparison: Comparison, config: ConfigSummary) -> str | None:
     """The keys of the hardware ``config``'s runs trained on (``H1``, ``H1, ?``); None when all runs share one."""
     use = comparison.hardware_use
-    return use.keys(config.hardware, config.hardware_unrecorded) if use and use.keyed else None
+    return use.keys(config.hardware, config.hardware_unrecorded) if use.keyed else None
 
 
 def marked(text: str, config: ConfigSummary, column: str | None) -> str:
@@ -152,7 +152,7 @@ def dataset_table(comparison: Comparison, dataset: str, pm: str = " ± ") -> Dat
         headers += [f"{header_of(primary)} mean ± std", "95% CI", "median", "best seed", "vs best"]
     trailing = [*others] + ([THROUGHPUT] if primary != THROUGHPUT else [])
     headers += [header_of(c) if c != THROUGHPUT else "images/s ↑" for c in trailing] + ["wall s / run"]
-    keyed = bool(comparison.hardware_use and comparison.hardware_use.keyed)
+    keyed = comparison.hardware_use.keyed
     headers += ["hardware"] if keyed else []  # the runs differ: say where each throughput came from
     best = {column: best_means(configs, column) for column in trailing}
     rows, verdicts = [], []
