@@ -17,7 +17,6 @@ classifier ``mnist``'s FID uses, one cache entry. Registered from the built-in
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -50,14 +49,8 @@ A generator spread evenly over the 1,000 modes covers ``1000 * (1 - (1 - 1/1000)
 with ``n`` samples on average: 990 at 4,600. With fewer, a low count says more about ``n``
 than about the generator."""
 
-_REAL_RECOGNISED: dict[int, dict[tuple[str, int], tuple["torch.Tensor", "torch.Tensor"]]] = {}
-"""Real data's mode labels and recognised mask, per real-samples tensor, classifier file and sample count.
-
-A run's real samples and classifier do not change between its evaluations, so the figure is
-computed once per run (it took as long as labelling the generated samples: 78,000 channels
-at the published 26,000 samples). Keyed by the ``id`` of the real-samples tensor; the entry
-is removed when that tensor is freed, so an ``id`` is never reused for other data.
-"""
+REAL_LABELS_FORMAT = "stacked-real-labels/1"
+"""Version of the real data's cached labels (``<cache_dir>/stacked-labels/``); part of their key."""
 
 
 @dataclass(frozen=True)
@@ -160,8 +153,8 @@ class StackedModesMetric(Metric):
         labels, recognised = classify_stacked(classifier, context.generate(count), context.device,
                                               with_recognised=True)
         real_count = min(count, len(context.real.samples))
-        real_modes, real_recognised = real_labels(classifier, context.real.samples, real_count,
-                                                  protocol["classifier"], context.device)
+        real_modes, real_recognised = real_labels(classifier, context.real.samples[:real_count],
+                                                  protocol["classifier"], context)
         real = RecognisedFigures.of(real_modes, real_recognised)
         covered, reverse_kl = mode_coverage(labels, MODES)
         ours = RecognisedFigures.of(labels, recognised)
@@ -262,17 +255,29 @@ def expected_even_coverage(samples: int, modes: int = MODES) -> float:
     return modes * (1 - (1 - 1 / modes) ** samples)
 
 
-def real_labels(classifier: Any, real_samples: "torch.Tensor", count: int, classifier_name: str,
-                device: "torch.device") -> tuple["torch.Tensor", "torch.Tensor"]:
-    """:func:`classify_stacked`'s ``(labels, recognised)`` of the first ``count`` real samples, once per run's data."""
-    per_tensor = _REAL_RECOGNISED.get(id(real_samples))
-    if per_tensor is None:
-        per_tensor = _REAL_RECOGNISED[id(real_samples)] = {}
-        weakref.finalize(real_samples, _REAL_RECOGNISED.pop, id(real_samples), None)
-    key = (classifier_name, count)
-    if key not in per_tensor:
-        per_tensor[key] = classify_stacked(classifier, real_samples[:count], device, with_recognised=True)
-    return per_tensor[key]
+def real_labels(classifier: Any, real_samples: "torch.Tensor", classifier_name: str, context: "EvaluationContext"
+                ) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """:func:`classify_stacked`'s ``(labels, recognised)`` of ``real_samples``, cached on disk.
+
+    The real samples and the classifier do not change between a run's evaluations (and are
+    shared by runs of the same seed), so like FID's real-data statistics the labels are kept
+    under ``<cache_dir>/stacked-labels/``, named by a content hash of the samples and the
+    classifier: labelling them took as long as labelling the generated samples.
+    """
+    import numpy as np
+    import torch
+
+    from ganbench.evaluation.hashing import content_hash
+    from ganbench.ledger.storage import atomic_write
+
+    key = content_hash(REAL_LABELS_FORMAT, real_samples, classifier_name, RECOGNISED_PROBABILITY)
+    path = Path(context.cache_dir) / "stacked-labels" / f"{key[:32]}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as stored:
+            return torch.from_numpy(stored["labels"]), torch.from_numpy(stored["recognised"])
+    labels, recognised = classify_stacked(classifier, real_samples, context.device, with_recognised=True)
+    atomic_write(path, lambda file: np.savez(file, labels=labels.numpy(), recognised=recognised.numpy()))
+    return labels, recognised
 
 
 def classify_stacked(classifier: Any, samples: "torch.Tensor", device: "torch.device",

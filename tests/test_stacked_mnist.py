@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,7 @@ def test_the_real_datas_recognised_share_is_computed_once_per_run_and_is_the_rea
 
     count = 1000
     real = load_stacked(shared_cache, count)
+    shutil.rmtree(shared_cache / "stacked-labels", ignore_errors=True)  # labelled by earlier tests
     calls = []
     original = stacked_mnist.classify_stacked
 
