@@ -56,6 +56,22 @@ def test_classifier_training_is_deterministic_and_leaves_global_rng_alone(mnist)
         assert torch.equal(tensor, second["state_dict"][name]), name
 
 
+def test_classifier_weights_do_not_depend_on_the_callers_thread_count(mnist):
+    """A one-thread worker and the two-thread main process must train the same classifier."""
+    images, labels = to_uint8_rgb(mnist.samples[:512]), mnist.labels[:512]
+    before = torch.get_num_threads()
+    trained = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            trained[threads] = train_classifier(images, labels, 10)["state_dict"]
+            assert torch.get_num_threads() == threads  # the caller's count is restored
+    finally:
+        torch.set_num_threads(before)
+    for name, tensor in trained[1].items():
+        assert torch.equal(tensor, trained[2][name]), name
+
+
 def test_classifier_registered_in_torch_fidelity_gives_penultimate_features_and_logits(mnist, mnist_classifier):
     from torch_fidelity.utils import create_feature_extractor
 
