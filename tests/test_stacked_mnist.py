@@ -285,6 +285,7 @@ def test_the_stacked_mnist_presets_expand_to_their_grids_and_line_up_with_the_pu
     assert (run.params["lr_g"], run.params["lr_d"], run.params["beta1"], run.params["latent_dim"]) == (2e-4, 2e-4,
                                                                                                         0.5, 100)
     assert run.params["stacked_images"] == 128_000 and run.evaluation["stacked_modes_samples"] == 26_000
+    assert (run.params["g_steps"], run.params["latent"]) == (2, "uniform")  # their DCGAN-tensorflow loop
     cpu = expand(load_preset("stacked-mnist-cpu"), registry)
     assert {run.params["pac"] for run in cpu} == {1, 2} and len({run.seed for run in cpu}) >= 3
     # the paper's networks and optimiser at a tenth of its length

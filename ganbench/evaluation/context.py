@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 
 from ganbench.api import Dataset, DataShape, LoadedData, Metric, MetricResult
+from ganbench.planning.latent import draw_latent
 
 Shared = TypeVar("Shared")
 
@@ -85,7 +86,8 @@ class EvaluationContext:
         """Return ``count`` generated samples on the CPU (float32, ``[count, *data_shape]``).
 
         The latent vectors depend only on the run's seed, so two evaluations of one
-        generator give identical samples.
+        generator give identical samples; they come from the distribution the run trained
+        on (the hyperparameter ``latent``).
         """
         rng = torch.Generator(device="cpu").manual_seed(self.seed + EVALUATION_NOISE_SEED_OFFSET)
         was_training = self.generator.training
@@ -94,7 +96,7 @@ class EvaluationContext:
         try:
             for start in range(0, count, batch_size):
                 size = min(batch_size, count - start)
-                noise = torch.randn(size, self.latent_dim, generator=rng).to(self.device)
+                noise = draw_latent(size, self.latent_dim, self.params.get("latent", "normal"), rng).to(self.device)
                 chunks.append(self.generator(noise).float().cpu())
         finally:
             self.generator.train(was_training)

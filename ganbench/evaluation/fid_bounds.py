@@ -77,8 +77,12 @@ def untrained_generator(context: EvaluationContext) -> tuple[torch.nn.Module, st
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(CEILING_SEED)
         generator, _ = architecture.build(tuple(context.data_shape), dict(spec.params))
-    key = json.dumps([spec.architecture, spec.versions.get(f"architecture:{spec.architecture}", ""),
-                      list(context.data_shape), params], sort_keys=True, default=str)
+    identity = [spec.architecture, spec.versions.get(f"architecture:{spec.architecture}", ""),
+                list(context.data_shape), params]
+    latent = context.params.get("latent", "normal")
+    if latent != "normal":  # sampled from another z distribution (keys of N(0, I) ceilings stay as they were)
+        identity.append(latent)
+    key = json.dumps(identity, sort_keys=True, default=str)
     return generator.to(context.device), spec.architecture, key
 
 

@@ -16,6 +16,8 @@ OPTIMIZERS = ("adam", "rmsprop")
 """Values of ``optimizer``: ``torch.optim.Adam(lr, betas=(beta1, beta2))`` or ``torch.optim.RMSprop(lr)``."""
 LR_SCHEDULES = ("constant", "linear")
 """Values of ``lr_schedule``: ``linear`` lets both learning rates fall linearly to 0 at the last step."""
+LATENT_DISTRIBUTIONS = ("normal", "uniform")
+"""Values of ``latent``: z ~ N(0, I) or U(-1, 1) per coordinate (:mod:`ganbench.training.latent`)."""
 PRECISIONS = ("auto", "fp32", "bf16")
 """Values of ``precision`` (see :mod:`ganbench.training.fastpath`)."""
 
@@ -30,6 +32,8 @@ LOOP_DEFAULTS: Mapping[str, Any] = {
     "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_critic": 1,
     "pac": 1,  # PacGAN: the discriminator judges packs of this many samples (ganbench.planning.pac)
     "lr_schedule": "constant",
+    "g_steps": 1,  # generator optimiser steps per round, each on the round's same noise batch
+    "latent": "normal",
     **FAST_PATH_DEFAULTS,
 }
 """Training-loop hyperparameters, used when a loss does not recommend its own."""
@@ -67,6 +71,10 @@ def check_loop_params(params: Mapping[str, Any]) -> None:
         raise UserError(f"--set n_critic={params['n_critic']}: must be at least 1.")
     if params["lr_schedule"] not in LR_SCHEDULES:
         raise UserError(f"--set lr_schedule={params['lr_schedule']!r}: choose one of {', '.join(LR_SCHEDULES)}.")
+    if params.get("g_steps", 1) < 1:
+        raise UserError(f"--set g_steps={params['g_steps']}: the generator takes at least 1 step per round.")
+    if params.get("latent", "normal") not in LATENT_DISTRIBUTIONS:
+        raise UserError(f"--set latent={params['latent']!r}: choose one of {', '.join(LATENT_DISTRIBUTIONS)}.")
     if params["pac"] < 1:
         raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
                         "use pac=1 (no packing) or more.")

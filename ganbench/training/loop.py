@@ -53,7 +53,7 @@ def train_to_end(run: RunState) -> Outcome:
             raise run.stop()  # checkpointed here: the same command resumes the run
         run.set_learning_rates(learning_rate_factor(spec, run.step))
         run.start_timing()  # after the warm-up steps
-        d_loss, g_loss, penalty = train_step(run)  # n_critic D steps (loss + penalty), then one G step
+        d_loss, g_loss, penalty = train_step(run)  # n_critic D steps (loss + penalty), then g_steps G steps
         run.record(d_loss, g_loss, penalty)
         due = Due.after(spec, run.step)
         if due:
@@ -128,7 +128,7 @@ def train_step(run: RunState) -> Losses:
 
 
 def gan_step(group: Group) -> list[Losses]:
-    """One step of every run in ``group``: ``n_critic`` discriminator steps, then one generator step.
+    """One step of every run in ``group``: ``n_critic`` discriminator steps, then ``g_steps`` generator steps.
 
     The step's arithmetic, written once (:class:`Group`): ``group`` is a run alone
     (:class:`Alone`, its own modules) or several runs trained as one stacked model
@@ -142,7 +142,9 @@ def gan_step(group: Group) -> list[Losses]:
        ``after_discriminator_step(D, params)`` (WGAN's weight clipping);
     2. the G step, with D's weights frozen: ``generator_loss(fake_logits, real_logits, params)``,
        ``real_logits`` (the last D step's real batch, without gradient) only when the loss sets
-       ``generator_needs_real_logits``; G's optimiser steps.
+       ``generator_needs_real_logits``; G's optimiser steps. With ``g_steps`` > 1 (default 1) it
+       is repeated on the same noise batch, as DCGAN-tensorflow's two generator updates per
+       discriminator update are; the last one's loss is returned.
 
     Each run's losses are returned, in ``group.runs``' order.
     """
@@ -174,22 +176,25 @@ def gan_step(group: Group) -> list[Losses]:
 
     for run in runs:
         run.discriminator.requires_grad_(False)  # the generator step needs no gradients for D's weights
-    with fast.autocast():
-        real_logits = None
-        if loss.generator_needs_real_logits:
-            with torch.no_grad():
-                real_logits = group.logits(real_x)
-        fake_logits = group.logits(first.pack(group.generate(group.noise())))
-    g_losses = []
-    reals = itertools.repeat(None) if real_logits is None else group.each(real_logits)
-    for run, fake, real in zip(runs, group.each(fake_logits), reals):
-        with group.own_global_rng(run):
-            g_losses.append(loss.generator_loss(fake, real, run.params))
+    noise = group.noise()
+    for _ in range(first.g_steps):
+        with fast.autocast():
+            real_logits = None
+            if loss.generator_needs_real_logits:
+                with torch.no_grad():
+                    real_logits = group.logits(real_x)
+            fake_logits = group.logits(first.pack(group.generate(noise)))
+        g_losses = []
+        reals = itertools.repeat(None) if real_logits is None else group.each(real_logits)
+        for run, fake, real in zip(runs, group.each(fake_logits), reals):
+            with group.own_global_rng(run):
+                g_losses.append(loss.generator_loss(fake, real, run.params))
+        for run in runs:
+            run.optimizer_g.zero_grad(set_to_none=True)
+        _total(g_losses).backward()
+        for run in runs:
+            run.optimizer_g.step()
     for run in runs:
-        run.optimizer_g.zero_grad(set_to_none=True)
-    _total(g_losses).backward()
-    for run in runs:
-        run.optimizer_g.step()
         run.discriminator.requires_grad_(True)
     return list(zip(d_losses, g_losses, penalties))
 

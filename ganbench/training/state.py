@@ -27,6 +27,7 @@ from ganbench.evaluation.samples import save_samples
 from ganbench.ledger.runs import RunDirectory
 from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import append_jsonl, read_jsonl, rewrite_jsonl
+from ganbench.planning.latent import draw_latent
 from ganbench.planning.pac import pack_samples, packed_shape
 from ganbench.planning.spec import RunSpec
 from ganbench.registry import Registry
@@ -165,8 +166,9 @@ class RunState:
         self.fast.configure_backends()
         self.real = self.real_data.samples.to(self.device)
         self.data_shape = tuple(self.real.shape[1:])
-        self.latent_dim = int(self.params["latent_dim"])
+        self.latent_dim, self.latent = int(self.params["latent_dim"]), str(self.params.get("latent", "normal"))
         self.batch_size, self.n_critic = self.spec.batch_size, int(self.params["n_critic"])
+        self.g_steps = int(self.params.get("g_steps", 1))
         self.pac = int(self.params.get("pac", 1))
         """PacGAN's packing degree: the discriminator judges packs of this many samples."""
 
@@ -195,8 +197,8 @@ class RunState:
         self.data_rng = torch.Generator(device=device).manual_seed(seed + 1)
         self.noise_rng = torch.Generator(device=device).manual_seed(seed + 2)
         picture_count = SAMPLE_PICTURE_COUNT["images" if len(self.data_shape) == 3 else "points"]
-        self.fixed_noise = torch.randn(picture_count, self.latent_dim,
-                                       generator=torch.Generator().manual_seed(seed + 3)).to(device)
+        self.fixed_noise = draw_latent(picture_count, self.latent_dim, self.latent,
+                                       torch.Generator().manual_seed(seed + 3)).to(device)
 
     def resume(self) -> None:
         """Continue from the run's newest checkpoint, if it has one, and mark the run running.
@@ -276,8 +278,7 @@ class RunState:
 
     def noise(self) -> torch.Tensor:
         """The next batch of generator inputs (this run's noise stream): one per sample of every pack."""
-        return torch.randn(self.batch_size * self.pac, self.latent_dim, generator=self.noise_rng,
-                           device=self.device)
+        return draw_latent(self.batch_size * self.pac, self.latent_dim, self.latent, self.noise_rng, self.device)
 
     def pack(self, samples: torch.Tensor) -> torch.Tensor:
         """``samples`` (``[..., batch * pac, *data_shape]``) as the discriminator's packs; unchanged when pac is 1."""
