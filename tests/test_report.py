@@ -187,6 +187,20 @@ def test_two_output_directories_merge_into_one_comparison(tmp_path):
     assert comparison.sources == [first, second]
 
 
+def test_a_run_from_before_a_setting_existed_is_a_seed_of_the_config_with_its_neutral_value(tmp_path):
+    from ganbench.planning.spec import ID_NEUTRAL_PARAMS
+
+    make_benchmark(tmp_path, losses=("ns",), seeds=(0, 1))
+    old = make_run(tmp_path, "ns", 2, {"fid10k_test": FID["ns"][2]})
+    config_file = tmp_path / "runs" / old.run_id / "config.json"
+    config = json.loads(config_file.read_text())  # as a ganbench without lr_schedule, g_steps, latent wrote it
+    config["params"] = {key: value for key, value in config["params"].items() if key not in ID_NEUTRAL_PARAMS}
+    config_file.write_text(json.dumps(config))
+    ns, = comparison_of(tmp_path, sort="fid").configs
+    assert ns.seeds == [0, 1, 2] and ns.label == "mlp/ns"
+    assert ns.metrics["fid10k_test"].values == FID["ns"]
+
+
 def test_reproduce_command_lists_what_differs_from_the_defaults(tmp_path):
     make_run(tmp_path, "ns", 0, {"fid10k_test": 1.0}, params={"lr_d": 1e-4, "n_critic": 2})
     make_run(tmp_path, "ns", 3, {"fid10k_test": 1.0}, params={"lr_d": 1e-4, "n_critic": 2})

@@ -20,6 +20,12 @@ ID_NEUTRAL_PARAMS: dict[str, Any] = {"lr_schedule": "constant", "g_steps": 1, "l
 that trains exactly as before they existed, so those runs keep their ids (and resume)."""
 
 
+def with_neutral_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every :data:`ID_NEUTRAL_PARAMS` key it lacks at its neutral value: a run
+    recorded before such a setting existed trained exactly as one that has it at that value."""
+    return {**ID_NEUTRAL_PARAMS, **params}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything needed to train and evaluate one grid cell."""

@@ -21,7 +21,7 @@ from ganbench.errors import UserError
 from ganbench.ledger.runs import RunDirectory
 from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import read_json
-from ganbench.planning.spec import IDENTITY_FIELDS
+from ganbench.planning.spec import IDENTITY_FIELDS, with_neutral_params
 
 CONFIG_FIELDS = tuple(name for name in IDENTITY_FIELDS if name != "seed")
 """What makes two runs seeds of one config: the run id's fields without the seed."""
@@ -82,6 +82,8 @@ def load_runs(out_dirs: list[Path] | tuple[Path, ...]) -> RunSet:
                 notes.append(f"run {run_id} is in both {seen[run_id]} and {out}; counted once (from {seen[run_id]})")
                 continue
             seen[run_id] = out
+            # A run from before a setting existed is a seed of the config that has it at its neutral value.
+            config["params"] = with_neutral_params(config.get("params") or {})
             status = RunDirectory(config_file.parent).status()
             identity = config_id(config)
             configs.setdefault(identity, config)
