@@ -68,6 +68,20 @@ def test_the_verdict_turns_at_two_combined_standard_errors(reference):
     assert compare(reference, run_set({1: [6.4, 8.0]}))[0].figures[0].verdict == "agrees"
 
 
+def test_configs_matching_one_row_get_a_line_each_never_one_pooled_mean(reference):
+    # pac 1 run with two generator-step settings: seeds of either are never averaged together
+    runs = run_set({1: [5.0, 6.0, 7.0], 2: [8.0, 8.0]})
+    runs.configs["c1-g2"] = {"dataset": "ring8", "architecture": "pacgan",
+                             "params": {"pac": 1, "lr_g": 1e-4, "g_steps": 2}}
+    extra = pd.DataFrame([{"config_id": "c1-g2", "dataset": "ring8", "seed": seed, "status": "done",
+                           "modes_covered": value} for seed, value in enumerate([1.0, 2.0])])
+    runs = RunSet(pd.concat([runs.frame, extra], ignore_index=True), runs.metric_columns, runs.configs, {}, [])
+    rows = compare(reference, runs)
+    assert [(row.label, row.runs) for row in rows] == [("GAN [g_steps=None]", 3), ("GAN [g_steps=2]", 2),
+                                                       ("PacGAN2", 2)]
+    assert [row.figures[0].mean for row in rows] == pytest.approx([6.0, 1.5, 8.0])
+
+
 def test_one_run_or_none_gives_no_verdict_and_unfinished_runs_do_not_count(reference):
     assert compare(reference, run_set({1: [6.0]}))[0].figures[0].verdict == "can't tell (1 run)"
     row = compare(reference, run_set({1: [6.0, 6.1]}, status="running"))[0]

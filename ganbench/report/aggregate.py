@@ -24,7 +24,7 @@ from ganbench.report.directions import (PRIMARY_PREFERENCE, THROUGHPUT, Directio
                                         quality_columns)
 from ganbench.report.hardware import HardwareUse, hardware_use, trained_hardware
 from ganbench.report.reproduce import reproduce_command, version_differences
-from ganbench.report.runs import RunSet, protocols_of
+from ganbench.report.runs import RunSet, distinguishing, protocols_of
 from ganbench.report.significance import ALPHA, Verdict, compare_with_best
 
 CONFIDENCE = 0.95
@@ -158,14 +158,7 @@ def _labels(runs: RunSet) -> dict[str, str]:
     for identity, config in runs.configs.items():
         by_cell.setdefault((config["architecture"], config["loss"], config["dataset"]), []).append(identity)
     for (architecture, loss, _), identities in by_cell.items():
-        flat = {i: {"steps": runs.configs[i]["steps"], "batch_size": runs.configs[i]["batch_size"],
-                    "split": runs.configs[i]["split"], **runs.configs[i].get("params", {}),
-                    **{f"version:{k}": v for k, v in runs.configs[i].get("versions", {}).items()}}
-                for i in identities}
-        keys = sorted({k for values in flat.values() for k in values})
-        differing = [k for k in keys if len({repr(values.get(k)) for values in flat.values()}) > 1]
-        for identity in identities:
-            extra = " ".join(f"{k}={flat[identity].get(k)}" for k in differing)
+        for identity, extra in distinguishing({i: runs.configs[i] for i in identities}).items():
             labels[identity] = f"{architecture}/{loss}" + (f" {extra}" if extra else "")
     return labels
 

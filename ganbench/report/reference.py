@@ -35,9 +35,10 @@ from ganbench.errors import UserError
 from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import atomic_write
 from ganbench.report.caveats import MARK, SHORT_MARK, as_figures, marks_of
-from ganbench.report.runs import RunSet
+from ganbench.report.runs import RunSet, distinguishing
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.table import Table
 
 if sys.version_info >= (3, 11):
@@ -163,37 +164,50 @@ def _matches(config: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
 def compare(reference: Reference, runs: RunSet, judges: Sequence[Any] = ()) -> list[ComparedRow]:
     """Every published row beside the mean and standard error of its finished runs.
 
+    The runs of a row are the seeds of one config: when several configs with finished runs
+    match a row (say ``pac = 1`` run with two learning rates), each gets its own line,
+    labelled by what tells them apart, so no mean pools runs of different settings.
     ``judges`` are metrics (:meth:`ganbench.Metric.not_meaningful`): a figure they mark for
     any of a row's runs carries the mark beside its verdict, in every format.
     """
     frame = runs.frame[runs.frame["status"] == RunStatus.DONE]
     compared = []
     for row in reference.rows:
-        config_ids = [cid for cid, config in runs.configs.items() if _matches(config, row.match)]
-        selected = frame[frame["config_id"].isin(config_ids)]
-        result = ComparedRow(row.label, row.match, len(selected))
-        for column, published in row.figures.items():
-            figure = Figure(column, published)
-            values = selected[column].dropna().to_numpy() if column in selected else []
-            figure.runs = len(values)
-            if figure.runs:
-                figure.mean = float(values.mean())
-            if figure.runs >= 2:
-                figure.standard_error = float(values.std(ddof=1) / math.sqrt(figure.runs))
-                gap = abs(figure.mean - published[0])
-                allowed = AGREEMENT_STANDARD_ERRORS * math.hypot(figure.standard_error, published[1])
-                figure.verdict = "agrees" if gap <= allowed else "differs"
-            elif figure.runs == 1:
-                figure.verdict = "can't tell (1 run)"
-            if figure.runs:  # each run judged as the report judges it (ganbench.report.caveats)
-                for record in selected[selected[column].notna()].to_dict("records"):
-                    figures = as_figures({name: record.get(name) for name in runs.metric_columns})
-                    reason = marks_of(figures, judges, []).get(column)
-                    if reason:
-                        figure.not_meaningful.append(reason)
-            result.figures.append(figure)
-        compared.append(result)
+        finished = set(frame["config_id"])
+        matched = {cid: config for cid, config in runs.configs.items()
+                   if cid in finished and _matches(config, row.match)}
+        apart = distinguishing(matched)
+        lines = [(f"{row.label} [{extra}]" if extra else row.label, [cid]) for cid, extra in apart.items()]
+        for label, config_ids in lines or [(row.label, [])]:
+            compared.append(_compare_row(label, row, frame[frame["config_id"].isin(config_ids)], runs, judges))
     return compared
+
+
+def _compare_row(label: str, row: PublishedRow, selected: "pd.DataFrame", runs: RunSet,
+                 judges: Sequence[Any]) -> ComparedRow:
+    """One line of the side-by-side table: ``row``'s published figures beside the ``selected`` runs'."""
+    result = ComparedRow(label, row.match, len(selected))
+    for column, published in row.figures.items():
+        figure = Figure(column, published)
+        values = selected[column].dropna().to_numpy() if column in selected else []
+        figure.runs = len(values)
+        if figure.runs:
+            figure.mean = float(values.mean())
+        if figure.runs >= 2:
+            figure.standard_error = float(values.std(ddof=1) / math.sqrt(figure.runs))
+            gap = abs(figure.mean - published[0])
+            allowed = AGREEMENT_STANDARD_ERRORS * math.hypot(figure.standard_error, published[1])
+            figure.verdict = "agrees" if gap <= allowed else "differs"
+        elif figure.runs == 1:
+            figure.verdict = "can't tell (1 run)"
+        if figure.runs:  # each run judged as the report judges it (ganbench.report.caveats)
+            for record in selected[selected[column].notna()].to_dict("records"):
+                figures = as_figures({name: record.get(name) for name in runs.metric_columns})
+                reason = marks_of(figures, judges, []).get(column)
+                if reason:
+                    figure.not_meaningful.append(reason)
+        result.figures.append(figure)
+    return result
 
 
 def _cell(mean: float, error: float, digits: int) -> str:

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -49,6 +49,18 @@ def config_id(config: dict[str, Any]) -> str:
     identity = {name: config.get(name) for name in CONFIG_FIELDS}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def distinguishing(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """``config id -> "key=value ..."``: the fields, hyperparameters and plugin versions in which
+    each of ``configs`` differs from the others (empty for a config alone)."""
+    flat = {identity: {"steps": config.get("steps"), "batch_size": config.get("batch_size"),
+                       "split": config.get("split"), **(config.get("params") or {}),
+                       **{f"version:{k}": v for k, v in (config.get("versions") or {}).items()}}
+            for identity, config in configs.items()}
+    keys = sorted({key for values in flat.values() for key in values})
+    differing = [key for key in keys if len({repr(values.get(key)) for values in flat.values()}) > 1]
+    return {identity: " ".join(f"{key}={values.get(key)}" for key in differing) for identity, values in flat.items()}
 
 
 def _number(value: Any) -> float:
