@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -80,6 +81,12 @@ def test_configs_matching_one_row_get_a_line_each_never_one_pooled_mean(referenc
     assert [(row.label, row.runs) for row in rows] == [("GAN [g_steps=None]", 3), ("GAN [g_steps=2]", 2),
                                                        ("PacGAN2", 2)]
     assert [row.figures[0].mean for row in rows] == pytest.approx([6.0, 1.5, 8.0])
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))
+    console.print(terminal_table(reference, rows))
+    shown = console.export_text()
+    assert "GAN [g_steps=None]" in shown and "GAN [g_steps=2]" in shown  # text, not rich markup
 
 
 def test_one_run_or_none_gives_no_verdict_and_unfinished_runs_do_not_count(reference):

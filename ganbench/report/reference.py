@@ -253,6 +253,7 @@ VERDICT_MARKS = {"agrees": "agrees", "differs": "DIFFERS"}
 
 def terminal_table(reference: Reference, compared: list[ComparedRow]) -> "Table":
     """The side-by-side table for a terminal: one line per published row, ``ours vs theirs verdict`` per column."""
+    from rich.markup import escape
     from rich.table import Table
 
     columns = list(dict.fromkeys(f.column for row in compared for f in row.figures))
@@ -275,9 +276,9 @@ def terminal_table(reference: Reference, compared: list[ComparedRow]) -> "Table"
             cells.append(f"{_cell(figure.mean, figure.standard_error, digits)} vs "
                          f"{_cell(*figure.published, digits)} {VERDICT_MARKS.get(figure.verdict, '?')}"
                          + (f" {SHORT_MARK}" if figure.not_meaningful else ""))
-        table.add_row(label, str(row.runs), *cells)
+        table.add_row(escape(label), str(row.runs), *cells)  # labels are text ("DCGAN [g_steps=2]"), not markup
     table.caption = (f"agrees: within {AGREEMENT_STANDARD_ERRORS:g} combined standard errors; ?: fewer than 2 runs"
-                     + "".join(f"\n{SHORT_MARK} = {MARK}: {row.label} {f.column}: {f.not_meaningful[0]} "
+                     + "".join(f"\n{SHORT_MARK} = {MARK}: {escape(row.label)} {f.column}: {escape(f.not_meaningful[0])} "
                                f"({len(f.not_meaningful)} of {f.runs} runs)"
                                for row in compared for f in row.figures if f.not_meaningful))
     return table
