@@ -217,7 +217,8 @@ def _cell(mean: float, error: float, digits: int) -> str:
 
 
 def _digits(column: str) -> int:
-    return 3 if column.endswith("kl") else 1
+    """Decimals shown: three for a KL in nats (published as 0.06 +- 0.003), one for counts and percentages."""
+    return 3 if column.endswith(("kl", "kl_nats")) else 1
 
 
 def markdown(reference: Reference, compared: list[ComparedRow]) -> str:
@@ -258,10 +259,10 @@ def terminal_table(reference: Reference, compared: list[ComparedRow]) -> "Table"
 
     columns = list(dict.fromkeys(f.column for row in compared for f in row.figures))
     table = Table(title=f"{reference.source}: ganbench vs published (mean ± SE)", title_justify="left")
-    table.add_column("row")
+    table.add_column("row", overflow="fold")
     table.add_column("runs", justify="right")
     for column in columns:
-        table.add_column(column.removeprefix("modes_"), no_wrap=True)
+        table.add_column(column.removeprefix("modes_"))
     for row in compared:
         figures = {f.column: f for f in row.figures}
         where = " ".join(f"{k}={v}" for k, v in row.match.items() if k != "dataset")
