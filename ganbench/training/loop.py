@@ -176,13 +176,13 @@ def gan_step(group: Group) -> list[Losses]:
 
     for run in runs:
         run.discriminator.requires_grad_(False)  # the generator step needs no gradients for D's weights
+    real_logits = None
+    if loss.generator_needs_real_logits:  # D is frozen: the same for every generator update
+        with fast.autocast(), torch.no_grad():
+            real_logits = group.logits(real_x)
     noise = group.noise()
     for _ in range(first.g_steps):
         with fast.autocast():
-            real_logits = None
-            if loss.generator_needs_real_logits:
-                with torch.no_grad():
-                    real_logits = group.logits(real_x)
             fake_logits = group.logits(first.pack(group.generate(noise)))
         g_losses = []
         reals = itertools.repeat(None) if real_logits is None else group.each(real_logits)
