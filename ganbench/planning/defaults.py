@@ -17,7 +17,7 @@ OPTIMIZERS = ("adam", "rmsprop")
 LR_SCHEDULES = ("constant", "linear")
 """Values of ``lr_schedule``: ``linear`` lets both learning rates fall linearly to 0 at the last step."""
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
-"""Values of ``latent``: z ~ N(0, I) or U(-1, 1) per coordinate (:mod:`ganbench.training.latent`)."""
+"""Values of ``latent``: z ~ N(0, I) or U(-1, 1) per coordinate (:mod:`ganbench.planning.latent`)."""
 PRECISIONS = ("auto", "fp32", "bf16")
 """Values of ``precision`` (see :mod:`ganbench.training.fastpath`)."""
 
@@ -71,9 +71,9 @@ def check_loop_params(params: Mapping[str, Any]) -> None:
         raise UserError(f"--set n_critic={params['n_critic']}: must be at least 1.")
     if params["lr_schedule"] not in LR_SCHEDULES:
         raise UserError(f"--set lr_schedule={params['lr_schedule']!r}: choose one of {', '.join(LR_SCHEDULES)}.")
-    if params.get("g_steps", 1) < 1:
+    if params["g_steps"] < 1:
         raise UserError(f"--set g_steps={params['g_steps']}: the generator takes at least 1 step per round.")
-    if params.get("latent", "normal") not in LATENT_DISTRIBUTIONS:
+    if params["latent"] not in LATENT_DISTRIBUTIONS:
         raise UserError(f"--set latent={params['latent']!r}: choose one of {', '.join(LATENT_DISTRIBUTIONS)}.")
     if params["pac"] < 1:
         raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "

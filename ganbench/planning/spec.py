@@ -76,4 +76,5 @@ class RunSpec:
     def from_json(cls, data: Mapping[str, Any]) -> "RunSpec":
         fields = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
         fields["metrics"] = tuple(fields.get("metrics", ()))
+        fields["params"] = with_neutral_params(fields.get("params") or {})  # a run from before a setting existed
         return cls(**fields)

@@ -166,9 +166,9 @@ class RunState:
         self.fast.configure_backends()
         self.real = self.real_data.samples.to(self.device)
         self.data_shape = tuple(self.real.shape[1:])
-        self.latent_dim, self.latent = int(self.params["latent_dim"]), str(self.params.get("latent", "normal"))
+        self.latent_dim, self.latent = int(self.params["latent_dim"]), str(self.params["latent"])
         self.batch_size, self.n_critic = self.spec.batch_size, int(self.params["n_critic"])
-        self.g_steps = int(self.params.get("g_steps", 1))
+        self.g_steps = int(self.params["g_steps"])
         self.pac = int(self.params.get("pac", 1))
         """PacGAN's packing degree: the discriminator judges packs of this many samples."""
 
