@@ -63,6 +63,9 @@ class ConfigSummary:
     seeds: list[int]
     run_ids: list[str]
     run_dirs: list[Path]
+    """Each seed's run directory (for records read from a runs.jsonl, where they were unpacked)."""
+    run_locations: list[str]
+    """Where each seed's run lives: its run directory, or ``RECORDS#run_id`` for a run record."""
     counts: dict[str, int]
     """``runs``, ``done``, ``diverged``, ``failed`` (failed or out of memory), ``unfinished``."""
     metrics: dict[str, Summary]
@@ -223,6 +226,7 @@ def aggregate(runs: RunSet, sort: str | None = None, alpha: float = ALPHA, regis
         configs.append(ConfigSummary(
             config_id=identity, dataset=config["dataset"], label=labels[identity], config=config,
             seeds=seeds, run_ids=group["run_id"].tolist(), run_dirs=[Path(p) for p in group["run_dir"]],
+            run_locations=group["location"].tolist(),
             counts={key: int(value) for key, value in counts.loc[identity].items()}, metrics=metrics,
             wall_seconds=summarize("wall_seconds", seeds, group["wall_seconds"].tolist()),
             protocol=_merged_protocol(run_statuses),

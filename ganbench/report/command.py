@@ -34,11 +34,14 @@ def write_report(out_dirs: Sequence[str | Path], console: Console, sort: str | N
                  report_dir: str | Path | None = None, alpha: float = ALPHA, registry=None) -> Path:
     """Compare the runs of ``out_dirs``, print the tables to ``console`` and write every file.
 
-    Files go to ``report_dir`` (default ``<first out dir>/report``): report.md, .csv,
-    .json, .tex, .html, plots/ (PNG and SVG) and samples/. ``sort`` is the primary metric
+    ``out_dirs`` are output directories of ``ganbench run`` or ``runs.jsonl`` files of run
+    records (:mod:`ganbench.ledger.records`). Files go to ``report_dir`` (default
+    ``<first out dir>/report``): report.md, .csv, .json, .tex, .html, plots/ (PNG and SVG),
+    samples/ and runs.jsonl (the records of every run compared). ``sort`` is the primary metric
     (a column name or its prefix, e.g. ``fid``); by default each dataset's first of fid,
     kid, is, modes_covered... Return the report directory.
     """
+    from ganbench.ledger.records import RECORDS_FILE, write_run_records
     from ganbench.report.aggregate import aggregate
     from ganbench.report.files import write_csv, write_json, write_latex, write_markdown
     from ganbench.report.html import write_html
@@ -49,6 +52,8 @@ def write_report(out_dirs: Sequence[str | Path], console: Console, sort: str | N
     if not 0 < alpha < 1:
         raise UserError(f"--alpha {alpha}: give a significance level between 0 and 1, like 0.05.")
     out_dirs = [Path(out) for out in out_dirs]
+    if report_dir is None and out_dirs and out_dirs[0].is_file():
+        raise UserError(f"{out_dirs[0]} is a file of run records: say where the report goes with -o DIR.")
     runs = load_runs(out_dirs)
     comparison = aggregate(runs, sort=sort, alpha=alpha, registry=registry if registry is not None else _registry(),
                            generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"), hardware_fallback=_hardware_here)
@@ -60,12 +65,13 @@ def write_report(out_dirs: Sequence[str | Path], console: Console, sort: str | N
     write_json(comparison, pictures, target)
     write_latex(comparison, target)
     write_html(comparison, pictures, target)
+    write_run_records([Path(run_dir) for run_dir in runs.frame["run_dir"]], target / RECORDS_FILE)
     print_report(comparison, console, target)
     return target
 
 
 @click.command("report")
-@click.argument("out_dirs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="OUT [OUT2 ...]")
+@click.argument("out_dirs", nargs=-1, required=True, type=click.Path(), metavar="OUT|RUNS.jsonl [...]")
 @click.option("--sort", metavar="METRIC",
               help="Primary metric to sort and test on: a column or its prefix (e.g. fid, modes_covered).")
 @click.option("--output", "-o", type=click.Path(file_okay=False),
@@ -79,10 +85,13 @@ def report_command(context: click.Context, out_dirs: tuple[str, ...], sort: str 
                    alpha: float, references: tuple[str, ...]) -> None:
     """Compare the runs of one or more output directories across seeds: tables, plots, files.
 
+    A source may also be the runs.jsonl an earlier report wrote (its runs' configs, statuses
+    and histories), to re-analyse a published report or add later seeds to it.
+
     Runs are grouped by their config without the seed; each metric gets mean, std, a 95%
     confidence interval, median and best over seeds, and each config a verdict against the
-    best of its dataset (Welch's t-test). Writes Markdown, CSV, JSON, LaTeX and HTML to
-    OUT/report/.
+    best of its dataset (Welch's t-test). Writes Markdown, CSV, JSON, LaTeX, HTML and the
+    runs' records (runs.jsonl) to OUT/report/.
     """
     from ganbench.report.caveats import judges_of
     from ganbench.report.reference import load_reference, write_reference_comparison

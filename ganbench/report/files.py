@@ -73,7 +73,7 @@ def config_json(config: ConfigSummary, primary: str | None, samples: dict[str, P
         "steps": spec["steps"], "batch_size": spec["batch_size"], "params": spec.get("params", {}),
         "metrics_selected": list(spec.get("metrics", [])), "evaluation": spec.get("evaluation", {}),
         "versions": spec.get("versions", {}), "seeds": config.seeds, "run_ids": config.run_ids,
-        "run_dirs": [str(p) for p in config.run_dirs], "counts": config.counts,
+        "run_dirs": config.run_locations, "counts": config.counts,
         "wall_seconds": summary_json(config.wall_seconds),
         "metrics": {column: {**summary_json(s), "not_meaningful": _mark(config, column)}
                     for column, s in sorted(config.metrics.items())},

@@ -1,8 +1,10 @@
-"""Reading run directories of one or more output directories into one pandas table.
+"""Reading the runs of one or more output directories or run-record files into one pandas table.
 
 Reads what the ledger wrote (``runs/<id>/config.json`` and ``status.json``), keeping the
-metrics apart from the configuration, which ``results.csv`` flattens together. Runs are
-grouped into *configs*: everything that identifies a run except its seed.
+metrics apart from the configuration, which ``results.csv`` flattens together. A source
+that is a file is a ``runs.jsonl`` of run records (:mod:`ganbench.ledger.records`), which an
+earlier report wrote. Runs are grouped into *configs*: everything that identifies a run
+except its seed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 import math
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,6 +21,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from ganbench.errors import UserError
+from ganbench.ledger.records import unpack_run_records
 from ganbench.ledger.runs import RunDirectory
 from ganbench.ledger.statuses import RunStatus
 from ganbench.ledger.storage import read_json
@@ -25,7 +29,7 @@ from ganbench.planning.spec import IDENTITY_FIELDS, with_neutral_params
 
 CONFIG_FIELDS = tuple(name for name in IDENTITY_FIELDS if name != "seed")
 """What makes two runs seeds of one config: the run id's fields without the seed."""
-RUN_COLUMNS = ("out", "run_dir", "run_id", "config_id", "architecture", "loss", "dataset", "split",
+RUN_COLUMNS = ("out", "run_dir", "location", "run_id", "config_id", "architecture", "loss", "dataset", "split",
                "seed", "steps", "batch_size", "status", "step", "wall_seconds", "error")
 
 
@@ -42,6 +46,8 @@ class RunSet:
     """run_id -> its status.json."""
     sources: list[Path]
     notes: list[str] = field(default_factory=list)
+    scratch: list[tempfile.TemporaryDirectory] = field(default_factory=list, repr=False)
+    """Where run records were unpacked; removed with the RunSet."""
 
 
 def config_id(config: dict[str, Any]) -> str:
@@ -71,7 +77,8 @@ def _number(value: Any) -> float:
 
 
 def load_runs(out_dirs: list[Path] | tuple[Path, ...]) -> RunSet:
-    """Read every run under each ``OUT/runs``; a run found in two directories counts once."""
+    """Read every run under each ``OUT/runs`` (or in each ``runs.jsonl``); a run found in two
+    sources counts once, from the first that has it."""
     rows: list[dict[str, Any]] = []
     configs: dict[str, dict[str, Any]] = {}
     statuses: dict[str, dict[str, Any]] = {}
@@ -81,10 +88,17 @@ def load_runs(out_dirs: list[Path] | tuple[Path, ...]) -> RunSet:
     sources = [Path(out) for out in out_dirs]
     if not sources:
         raise UserError("give at least one output directory of `ganbench run` (e.g. ganbench report results).")
+    scratch: list[tempfile.TemporaryDirectory] = []
     for out in sources:
-        if not (out / "runs").is_dir():
-            raise UserError(f"{out} has no runs/ directory; give the --out directory of a `ganbench run`.")
-        for config_file in sorted((out / "runs").glob("*/config.json")):
+        runs_dir = out / "runs"
+        if out.is_file():  # run records written by an earlier report: read as run directories
+            scratch.append(tempfile.TemporaryDirectory(prefix="ganbench-records-"))
+            runs_dir = Path(scratch[-1].name) / "runs"
+            unpack_run_records(out, runs_dir.parent)
+        elif not runs_dir.is_dir():
+            raise UserError(f"{out} has no runs/ directory; give the --out directory of a `ganbench run` "
+                            "or the runs.jsonl of a report.")
+        for config_file in sorted(runs_dir.glob("*/config.json")):
             config = read_json(config_file)
             if not isinstance(config, dict) or "run_id" not in config:
                 notes.append(f"skipped {config_file.parent}: its config.json is missing or damaged")
@@ -100,7 +114,9 @@ def load_runs(out_dirs: list[Path] | tuple[Path, ...]) -> RunSet:
             identity = config_id(config)
             configs.setdefault(identity, config)
             statuses[run_id] = status
-            row = {"out": str(out), "run_dir": str(config_file.parent), "run_id": run_id, "config_id": identity,
+            location = f"{out}#{run_id}" if out.is_file() else str(config_file.parent)
+            row = {"out": str(out), "run_dir": str(config_file.parent), "location": location, "run_id": run_id,
+                   "config_id": identity,
                    **{name: config.get(name) for name in ("architecture", "loss", "dataset", "split", "seed",
                                                           "steps", "batch_size")},
                    "status": status.get("status", RunStatus.PENDING), "step": status.get("step", 0),
@@ -121,7 +137,7 @@ def load_runs(out_dirs: list[Path] | tuple[Path, ...]) -> RunSet:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["seed"] = frame["seed"].astype(int)
     return RunSet(frame.sort_values(["dataset", "config_id", "seed"], kind="stable").reset_index(drop=True),
-                  sorted(metric_columns), configs, statuses, sources, notes)
+                  sorted(metric_columns), configs, statuses, sources, notes, scratch)
 
 
 def protocols_of(status: dict[str, Any]) -> dict[str, dict[str, str]]:
