@@ -18,6 +18,10 @@ LR_SCHEDULES = ("constant", "linear")
 """Values of ``lr_schedule``: ``linear`` lets both learning rates fall linearly to 0 at the last step."""
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
 """Values of ``latent``: z ~ N(0, I) or U(-1, 1) per coordinate (:mod:`ganbench.planning.latent`)."""
+UPDATE_ORDERS = ("alternating", "simultaneous")
+"""Values of ``updates``: D's steps then G's (each on fresh samples), or both from one forward
+pass, each network's gradients taken at the same parameters (ALI's Blocks algorithm, which
+PacGAN's 2D experiments train with)."""
 PRECISIONS = ("auto", "fp32", "bf16")
 """Values of ``precision`` (see :mod:`ganbench.training.fastpath`)."""
 
@@ -34,6 +38,7 @@ LOOP_DEFAULTS: Mapping[str, Any] = {
     "lr_schedule": "constant",
     "g_steps": 1,  # generator optimiser steps per round, each on the round's same noise batch
     "latent": "normal",
+    "updates": "alternating",  # or "simultaneous": D and G updated from one forward pass (ALI's algorithm)
     **FAST_PATH_DEFAULTS,
 }
 """Training-loop hyperparameters, used when a loss does not recommend its own."""
@@ -75,6 +80,11 @@ def check_loop_params(params: Mapping[str, Any]) -> None:
         raise UserError(f"--set g_steps={params['g_steps']}: the generator takes at least 1 step per round.")
     if params["latent"] not in LATENT_DISTRIBUTIONS:
         raise UserError(f"--set latent={params['latent']!r}: choose one of {', '.join(LATENT_DISTRIBUTIONS)}.")
+    if params["updates"] not in UPDATE_ORDERS:
+        raise UserError(f"--set updates={params['updates']!r}: choose one of {', '.join(UPDATE_ORDERS)}.")
+    if params["updates"] == "simultaneous" and (params["n_critic"] != 1 or params["g_steps"] != 1):
+        raise UserError(f"--set updates=simultaneous takes one D and one G update from one forward pass: it needs "
+                        f"n_critic=1 and g_steps=1 (got {params['n_critic']} and {params['g_steps']}).")
     if params["pac"] < 1:
         raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
                         "use pac=1 (no packing) or more.")

@@ -15,7 +15,8 @@ IDENTITY_FIELDS = ("architecture", "loss", "dataset", "seed", "steps", "batch_si
 settings, schedules and paths are left out, so re-scoring or moving a run keeps its id."""
 
 
-ID_NEUTRAL_PARAMS: dict[str, Any] = {"lr_schedule": "constant", "g_steps": 1, "latent": "normal"}
+ID_NEUTRAL_PARAMS: dict[str, Any] = {"lr_schedule": "constant", "g_steps": 1, "latent": "normal",
+                                     "updates": "alternating"}
 """Hyperparameters added after runs existed, left out of the run id while they have the value
 that trains exactly as before they existed, so those runs keep their ids (and resume)."""
 

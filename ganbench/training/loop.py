@@ -146,10 +146,14 @@ def gan_step(group: Group) -> list[Losses]:
        is repeated on the same noise batch, as DCGAN-tensorflow's two generator updates per
        discriminator update are; the last one's loss is returned.
 
+    With ``updates=simultaneous`` the step is :func:`simultaneous_step` instead.
+
     Each run's losses are returned, in ``group.runs``' order.
     """
     runs = group.runs
     first = runs[0]
+    if first.simultaneous:
+        return simultaneous_step(group)
     loss, fast = first.loss, first.fast
     for _ in range(first.n_critic):
         real_x = group.real_batch()
@@ -196,6 +200,52 @@ def gan_step(group: Group) -> list[Losses]:
             run.optimizer_g.step()
     for run in runs:
         run.discriminator.requires_grad_(True)
+    return list(zip(d_losses, g_losses, penalties))
+
+
+def simultaneous_step(group: Group) -> list[Losses]:
+    """One step with ``updates=simultaneous``: D and G updated from one forward pass.
+
+    One real batch, one noise batch and one generator call; the discriminator judges both;
+    D's gradient (of ``discriminator_loss`` + ``penalty``) and G's (of ``generator_loss`` on
+    the same fake logits) are both taken at the step's starting parameters, then both
+    optimisers step and ``after_discriminator_step`` runs. This is the update of ALI's Blocks
+    code, which PacGAN's 2D experiments and VEEGAN's comparison train with; ganbench's
+    default alternates (D first, then G on fresh noise against the updated D). Needs
+    ``n_critic=1`` and ``g_steps=1`` (checked with the other loop settings).
+    """
+    runs = group.runs
+    first = runs[0]
+    loss, fast = first.loss, first.fast
+    real_x = group.real_batch()
+    with fast.autocast():
+        fake_x = first.pack(group.generate(group.noise()))
+        real_logits, fake_logits = group.logits(real_x), group.logits(fake_x)
+        penalties = []
+        for run, real, fake in zip(runs, group.each(real_x), group.each(fake_x.detach())):
+            with group.own_global_rng(run):
+                penalties.append(loss.penalty(run.discriminator, real, fake, run.params))
+    d_losses, g_losses = [], []
+    reals_for_g = group.each(real_logits.detach())
+    for run, real, fake, real_for_g in zip(runs, group.each(real_logits), group.each(fake_logits), reals_for_g):
+        with group.own_global_rng(run):
+            d_losses.append(loss.discriminator_loss(real, fake, run.params))
+            g_losses.append(loss.generator_loss(fake, real_for_g if loss.generator_needs_real_logits else None,
+                                                run.params))
+    for run in runs:
+        run.optimizer_d.zero_grad(set_to_none=True)
+        run.optimizer_g.zero_grad(set_to_none=True)
+    d_parameters = [p for run in runs for p in run.discriminator.parameters()]
+    g_parameters = [p for run in runs for p in run.generator.parameters()]
+    # Each loss reaches only its own network's parameters; both gradients see the same weights.
+    _total([d if p is None else d + p for d, p in zip(d_losses, penalties)]).backward(
+        inputs=d_parameters, retain_graph=True)
+    _total(g_losses).backward(inputs=g_parameters)
+    for run in runs:
+        run.optimizer_d.step()
+        run.optimizer_g.step()
+        with group.own_global_rng(run):
+            loss.after_discriminator_step(run.discriminator, run.params)
     return list(zip(d_losses, g_losses, penalties))
 
 

@@ -169,6 +169,7 @@ class RunState:
         self.latent_dim, self.latent = int(self.params["latent_dim"]), str(self.params["latent"])
         self.batch_size, self.n_critic = self.spec.batch_size, int(self.params["n_critic"])
         self.g_steps = int(self.params["g_steps"])
+        self.simultaneous = self.params["updates"] == "simultaneous"
         self.pac = int(self.params.get("pac", 1))
         """PacGAN's packing degree: the discriminator judges packs of this many samples."""
 
