@@ -1,6 +1,7 @@
 """Print a Markdown table of one metric at every evaluation of each run in OUT (from --eval-every).
 
     python scripts/eval_curves.py OUT [--column modes_high_quality_percent] [--every 2000]
+    python scripts/eval_curves.py results/pacgan-table1/runs.jsonl      # a report's run records
 
 One row per run (its label and hyperparameters that differ between runs), one column per
 evaluated step. Use it to see where a figure stops changing before choosing a preset's length.
@@ -14,16 +15,29 @@ import math
 from pathlib import Path
 
 
-def curves(out: Path, column: str) -> list[tuple[str, dict[int, float]]]:
-    rows = []
+def histories(out: Path):
+    """``(config, history lines)`` of each run in OUT/runs, or in a report's runs.jsonl."""
+    if out.is_file():
+        from ganbench.ledger.records import read_run_records
+
+        for record in read_run_records(out):
+            yield record["config"], record["history"]
+        return
     for config_file in sorted((out / "runs").glob("*/config.json")):
-        config = json.loads(config_file.read_text())
-        values = {}
+        history = []
         for line in (config_file.parent / "metrics.jsonl").read_text().splitlines():
             try:
-                record = json.loads(line)
+                history.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
+        yield json.loads(config_file.read_text()), history
+
+
+def curves(out: Path, column: str) -> list[tuple[str, dict[int, float]]]:
+    rows = []
+    for config, history in histories(out):
+        values = {}
+        for record in history:
             if record.get("kind") in ("eval", "rescore") and record.get(column) is not None:
                 values[int(record["step"])] = float(record[column])
         label = (f"{config['architecture']}/{config['loss']}/{config['dataset']} pac={config['params'].get('pac', 1)} "

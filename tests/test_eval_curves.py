@@ -25,3 +25,22 @@ def test_the_table_has_a_row_per_run_and_a_column_per_evaluated_step(tmp_path):
     assert "| run | 1000 | 2000 |" in table
     assert "| pacgan/ns/ring8 pac=1 seed=0 | 10 | 55.5 |" in table
     assert "| pacgan/ns/ring8 pac=2 seed=0 | 20 | – |" in table
+
+
+def test_a_reports_run_records_give_the_same_table_as_the_run_directories(tmp_path):
+    from ganbench.ledger.records import write_run_records
+
+    for run_id, values in (("a", {1000: 10.0, 2000: 55.5}), ("b", {1000: 20.0})):
+        folder = tmp_path / "out" / "runs" / run_id
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"run_id": run_id, "architecture": "pacgan", "loss": "ns",
+                                                        "dataset": "grid25", "seed": int(run_id == "b"),
+                                                        "params": {"pac": 3}}))
+        (folder / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": step, "kind": "eval", "modes_high_quality_percent": v}) + "\n"
+            for step, v in values.items()))
+    write_run_records(sorted((tmp_path / "out" / "runs").iterdir()), tmp_path / "runs.jsonl")
+    tables = [subprocess.run([sys.executable, str(SCRIPT), str(source)], capture_output=True, text=True,
+                             timeout=60).stdout for source in (tmp_path / "out", tmp_path / "runs.jsonl")]
+    assert tables[0] == tables[1]
+    assert "| pacgan/ns/grid25 pac=3 seed=1 | 20 | – |" in tables[1].splitlines()
