@@ -18,6 +18,10 @@ LR_SCHEDULES = ("constant", "linear")
 """Values of ``lr_schedule``: ``linear`` lets both learning rates fall linearly to 0 at the last step."""
 LATENT_DISTRIBUTIONS = ("normal", "uniform")
 """Values of ``latent``: z ~ N(0, I) or U(-1, 1) per coordinate (:mod:`ganbench.planning.latent`)."""
+PAC_GENERATOR_CALLS = ("one", "per_position")
+"""Values of ``pac_generator_calls``: the ``batch * pac`` generated samples of a step from one
+generator call, or from ``pac`` calls of ``batch`` samples, call i giving the i-th sample of
+every pack (so each call is its own BatchNorm batch, as in PacGAN's code)."""
 UPDATE_ORDERS = ("alternating", "simultaneous")
 """Values of ``updates``: D's steps then G's (each on fresh samples), or both from one forward
 pass, each network's gradients taken at the same parameters (ALI's Blocks algorithm, which
@@ -39,6 +43,7 @@ LOOP_DEFAULTS: Mapping[str, Any] = {
     "g_steps": 1,  # generator optimiser steps per round, each on the round's same noise batch
     "latent": "normal",
     "updates": "alternating",  # or "simultaneous": D and G updated from one forward pass (ALI's algorithm)
+    "pac_generator_calls": "one",  # or "per_position": pac generator calls, one per place in a pack
     **FAST_PATH_DEFAULTS,
 }
 """Training-loop hyperparameters, used when a loss does not recommend its own."""
@@ -85,6 +90,9 @@ def check_loop_params(params: Mapping[str, Any]) -> None:
     if params["updates"] == "simultaneous" and (params["n_critic"] != 1 or params["g_steps"] != 1):
         raise UserError(f"--set updates=simultaneous takes one D and one G update from one forward pass: it needs "
                         f"n_critic=1 and g_steps=1 (got {params['n_critic']} and {params['g_steps']}).")
+    if params["pac_generator_calls"] not in PAC_GENERATOR_CALLS:
+        raise UserError(f"--set pac_generator_calls={params['pac_generator_calls']!r}: choose one of "
+                        f"{', '.join(PAC_GENERATOR_CALLS)}.")
     if params["pac"] < 1:
         raise UserError(f"--set pac={params['pac']}: the discriminator judges packs of at least 1 sample; "
                         "use pac=1 (no packing) or more.")

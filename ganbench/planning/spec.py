@@ -16,7 +16,7 @@ settings, schedules and paths are left out, so re-scoring or moving a run keeps 
 
 
 ID_NEUTRAL_PARAMS: dict[str, Any] = {"lr_schedule": "constant", "g_steps": 1, "latent": "normal",
-                                     "updates": "alternating"}
+                                     "updates": "alternating", "pac_generator_calls": "one"}
 """Hyperparameters added after runs existed, left out of the run id while they have the value
 that trains exactly as before they existed, so those runs keep their ids (and resume)."""
 

@@ -159,7 +159,7 @@ def gan_step(group: Group) -> list[Losses]:
         real_x = group.real_batch()
         with fast.autocast():  # forward passes only: losses get float32 logits
             with torch.no_grad():
-                fake_x = first.pack(group.generate(group.noise()))
+                fake_x = first.pack(generate_packs(group, group.noise()))
             real_logits, fake_logits = group.logits(real_x), group.logits(fake_x)
             penalties = []
             for run, real, fake in zip(runs, group.each(real_x), group.each(fake_x)):
@@ -187,7 +187,7 @@ def gan_step(group: Group) -> list[Losses]:
     noise = group.noise()
     for _ in range(first.g_steps):
         with fast.autocast():
-            fake_logits = group.logits(first.pack(group.generate(noise)))
+            fake_logits = group.logits(first.pack(generate_packs(group, noise)))
         g_losses = []
         reals = itertools.repeat(None) if real_logits is None else group.each(real_logits)
         for run, fake, real in zip(runs, group.each(fake_logits), reals):
@@ -219,7 +219,7 @@ def simultaneous_step(group: Group) -> list[Losses]:
     loss, fast = first.loss, first.fast
     real_x = group.real_batch()
     with fast.autocast():
-        fake_x = first.pack(group.generate(group.noise()))
+        fake_x = first.pack(generate_packs(group, group.noise()))
         real_logits, fake_logits = group.logits(real_x), group.logits(fake_x)
         penalties = []
         for run, real, fake in zip(runs, group.each(real_x), group.each(fake_x.detach())):
@@ -247,6 +247,20 @@ def simultaneous_step(group: Group) -> list[Losses]:
         with group.own_global_rng(run):
             loss.after_discriminator_step(run.discriminator, run.params)
     return list(zip(d_losses, g_losses, penalties))
+
+
+def generate_packs(group: Group, noise: torch.Tensor) -> torch.Tensor:
+    """The generators on ``noise`` (``[..., batch * pac, latent]``): samples ordered as
+    :meth:`RunState.pack` groups them, from one call, or with ``pac_generator_calls=per_position``
+    from ``pac`` calls of ``batch`` inputs each, call i giving the i-th sample of every pack
+    (each call its own BatchNorm batch, as PacGAN's code generated its packs)."""
+    first = group.runs[0]
+    if not first.generator_calls_per_pack:
+        return group.generate(noise)
+    *lead, count, width = noise.shape
+    places = noise.reshape(*lead, count // first.pac, first.pac, width).unbind(len(lead) + 1)
+    samples = torch.stack([group.generate(place) for place in places], dim=len(lead) + 1)
+    return samples.reshape(*lead, count, *samples.shape[len(lead) + 2:])
 
 
 def _total(losses: list[torch.Tensor]) -> torch.Tensor:

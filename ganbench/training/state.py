@@ -172,6 +172,8 @@ class RunState:
         self.simultaneous = self.params["updates"] == "simultaneous"
         self.pac = int(self.params.get("pac", 1))
         """PacGAN's packing degree: the discriminator judges packs of this many samples."""
+        self.generator_calls_per_pack = self.params["pac_generator_calls"] == "per_position" and self.pac > 1
+        """Generate each place of the packs in its own generator call (``pac_generator_calls``)."""
 
     def _build_models(self) -> None:
         """G and D, built by the architecture after seeding torch with the run's seed, checked, and their optimisers."""
