@@ -174,8 +174,9 @@ class PacGANToy(Architecture):
     Parameters: generator 484,802 (4 x 400 BatchNorm scales and shifts included);
     discriminator 405,201 at pac 1, plus 2,000 per extra packed point.
 
-    Their optimiser (Adam, learning rate 1e-4, beta1 0.8) and batch (100 packs) belong
-    to the run, not the architecture: the ``pacgan-table1`` preset sets them. Points only.
+    Their optimiser (Blocks' Adam, learning rate 1e-4, "beta1 0.8" in Blocks' notation,
+    which is torch's ``beta1 = 0.2``), update order and batch (100 packs) belong to the
+    run, not the architecture: the ``pacgan-table1`` preset sets them. Points only.
     """
 
     name = "pacgan"

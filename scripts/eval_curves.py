@@ -24,8 +24,8 @@ def histories(out: Path):
             yield record["config"], record["history"]
         return
     for config_file in sorted((out / "runs").glob("*/config.json")):
-        history = []
-        for line in (config_file.parent / "metrics.jsonl").read_text().splitlines():
+        history, metrics = [], config_file.parent / "metrics.jsonl"
+        for line in (metrics.read_text() if metrics.exists() else "").splitlines():  # none yet: a run just begun
             try:
                 history.append(json.loads(line))
             except json.JSONDecodeError:

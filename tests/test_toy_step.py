@@ -130,3 +130,40 @@ def test_the_toy_preset_trains_with_the_fused_adam(registry):
     for spec in specs:
         assert spec.params["optimizer"] == "adam"
         assert fastpath.resolve(spec.params, CPU, images=False).optimizer_options("adam") == {"fused": True}
+
+
+def blocks_adam(parameter: torch.Tensor, gradients: list[torch.Tensor], learning_rate: float, beta1: float,
+                beta2: float = 0.001, epsilon: float = 1e-8, decay_factor: float = 1 - 1e-8) -> torch.Tensor:
+    """Blocks' ``Adam.compute_step`` (blocks/algorithms/__init__.py), the optimiser of PacGAN's 2D code,
+    written out: its ``beta1``/``beta2`` weigh the *new* gradient (the Adam paper's first notation)."""
+    parameter, mean, variance = parameter.clone(), torch.zeros_like(parameter), torch.zeros_like(parameter)
+    for time, gradient in enumerate(gradients):
+        t1 = time + 1
+        rate = learning_rate * (1 - (1 - beta2) ** t1) ** 0.5 / (1 - (1 - beta1) ** t1)
+        beta_1t = 1 - (1 - beta1) * decay_factor ** (t1 - 1)
+        mean = beta_1t * gradient + (1 - beta_1t) * mean
+        variance = beta2 * gradient ** 2 + (1 - beta2) * variance
+        parameter -= rate * mean / (variance.sqrt() + epsilon)
+    return parameter
+
+
+def test_the_toy_preset_is_their_blocks_optimiser_and_update_in_torchs_terms(registry):
+    from ganbench.planning.grid import load_preset
+
+    specs = expand(dataclasses.replace(load_preset("pacgan-table1"), seeds=[0]), registry)
+    assert len(specs) == 8
+    gradients = [torch.randn(50, generator=torch.Generator().manual_seed(step)) for step in range(30)]
+    start = torch.randn(50, generator=torch.Generator().manual_seed(99))
+    theirs = blocks_adam(start, gradients, learning_rate=1e-4, beta1=0.8)  # their config.py's values
+    for spec in specs:
+        params = spec.params
+        assert (params["updates"], params["pac_generator_calls"]) == ("simultaneous", "per_position")
+        weight = start.clone().requires_grad_(True)
+        adam = torch.optim.Adam([weight], lr=params["lr_g"], betas=(params["beta1"], params["beta2"]))
+        for gradient in gradients:
+            weight.grad = gradient.clone()
+            adam.step()
+        torch.testing.assert_close(weight.detach(), theirs, rtol=1e-5, atol=1e-8)
+    # The literal reading (torch's beta1 = 0.8) is another optimiser: the check can fail.
+    literal = blocks_adam(start, gradients, learning_rate=1e-4, beta1=0.2)
+    assert not torch.allclose(literal, theirs, rtol=1e-5, atol=1e-8)
