@@ -226,12 +226,11 @@ def simultaneous_step(group: Group) -> list[Losses]:
             with group.own_global_rng(run):
                 penalties.append(loss.penalty(run.discriminator, real, fake, run.params))
     d_losses, g_losses = [], []
-    reals_for_g = group.each(real_logits.detach())
+    reals_for_g = group.each(real_logits.detach()) if loss.generator_needs_real_logits else itertools.repeat(None)
     for run, real, fake, real_for_g in zip(runs, group.each(real_logits), group.each(fake_logits), reals_for_g):
         with group.own_global_rng(run):
             d_losses.append(loss.discriminator_loss(real, fake, run.params))
-            g_losses.append(loss.generator_loss(fake, real_for_g if loss.generator_needs_real_logits else None,
-                                                run.params))
+            g_losses.append(loss.generator_loss(fake, real_for_g, run.params))
     for run in runs:
         run.optimizer_d.zero_grad(set_to_none=True)
         run.optimizer_g.zero_grad(set_to_none=True)
